@@ -1,0 +1,94 @@
+"""pytest's face of pytest-mlperf: options, ini keys, marks and hook wiring. The logic lives in the modules named."""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+
+import pytest
+
+from .config.matrix import expand, marker_lines
+from .fixtures import SESSION, bench, case, device  # noqa: F401  (fixtures)
+from .reporting import Reporter, attach_record
+from .session import MlperfSession
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("mlperf", "pytest-mlperf: deep-learning hardware benchmarks as tests")
+    group.addoption(
+        "--system",
+        dest="mlperf_system",
+        metavar="NAME[,NAME...]",
+        help="systems to run on (systems/NAME.yaml); 'auto' (default) detects this host's GPUs, else 'cpu'",
+    )
+    group.addoption(
+        "--systems-dir",
+        dest="mlperf_systems_dirs",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="another directory of system files; its files override same-named ones",
+    )
+    group.addoption(
+        "--compare",
+        dest="mlperf_compare",
+        metavar="PATH",
+        help="an earlier run's results.json: fail each test slower than it by more than --tolerance",
+    )
+    group.addoption(
+        "--tolerance",
+        dest="mlperf_tolerance",
+        type=float,
+        default=0.05,
+        metavar="FRACTION",
+        help="allowed slowdown against --compare (default 0.05)",
+    )
+    group.addoption(
+        "--mlperf-reports",
+        dest="mlperf_reports",
+        metavar="DIR",
+        help="where run folders are written (default: the mlperf_reports ini value, 'reports' under the rootdir)",
+    )
+    parser.addini("mlperf_systems", "directories of system files (default: systems/ under the rootdir)", type="paths")
+    parser.addini("mlperf_reports", "directory for run folders, relative to the rootdir", default="reports")
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-html's, which reads --html
+def pytest_configure(config: pytest.Config) -> None:
+    for line in marker_lines():
+        config.addinivalue_line("markers", line)
+    if config.option.help:
+        return
+    session = MlperfSession.from_config(config)
+    config.stash[SESSION] = session
+    if session.store:  # the controller, or a run without xdist
+        config.pluginmanager.register(Reporter(session), "mlperf-reporter")
+        if config.pluginmanager.hasplugin("html") and not config.option.htmlpath:
+            config.option.htmlpath = str(session.store.dir / "report.html")
+            config.option.self_contained_html = True
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    mark = metafunc.definition.get_closest_marker("mlperf")
+    if mark is None or "case" not in metafunc.fixturenames:
+        return
+    task, *benchmarks = mark.args
+    systems = metafunc.config.stash[SESSION].require_systems()
+    try:
+        cases = expand(task, benchmarks, systems)
+    except ValueError as exc:
+        raise pytest.UsageError(f"{metafunc.definition.nodeid}: @pytest.mark.mlperf: {exc}") from None
+    params = []
+    for c in cases:
+        for name in c.marks:  # workloads registered after configure get their marks registered here
+            metafunc.config.addinivalue_line("markers", f"{name}: pytest-mlperf mark")
+        params.append(pytest.param(c, id=c.id, marks=[getattr(pytest.mark, name) for name in c.marks]))
+    metafunc.parametrize("case", params, indirect=True)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    attach_record(item, call, report)
+    return report

@@ -1,0 +1,93 @@
+"""Controller-side hooks: journal each Record as its test ends, write the tables at the end, enrich pytest-html."""
+
+from __future__ import annotations
+
+import pytest
+
+from .config.matrix import Case
+from .fixtures import DEVICE, MEASUREMENT, SESSION
+from .results import html as html_report
+from .results.record import PROPERTY, Record, build
+from .session import MlperfSession
+
+
+class Reporter:
+    """Registered only where results are written: the xdist controller, or the single process without xdist."""
+
+    def __init__(self, session: MlperfSession) -> None:
+        assert session.store is not None
+        self.session = session
+        self.store = session.store
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        for name, value in report.user_properties:
+            if name == PROPERTY:
+                self.store.append(Record.from_dict(value))
+
+    def pytest_sessionfinish(self, exitstatus: int) -> None:
+        self.store.finish(self.session.run_info(int(exitstatus)))
+
+    def pytest_unconfigure(self) -> None:
+        if not self.store.records:
+            self.store.discard()  # after pytest-html wrote its file: a run without mlperf tests leaves nothing
+
+    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        if self.store.records:
+            terminalreporter.write_sep("-", f"pytest-mlperf: {len(self.store.records)} results in {self.store.dir}")
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_html_results_summary(self, prefix: list[str]) -> None:
+        if self.store.records:
+            prefix.append(html_report.summary_table(self.store.records))
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_html_results_table_header(self, cells: list[str]) -> None:
+        cells[2:2] = html_report.HEADER
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_html_results_table_row(self, report: pytest.TestReport, cells: list[str]) -> None:
+        record = next((Record.from_dict(v) for k, v in report.user_properties if k == PROPERTY), None)
+        cells[2:2] = [html_report.throughput_cell(record), html_report.baseline_cell(record)]
+
+
+def attach_record(item: pytest.Item, call: pytest.CallInfo[None], report: pytest.TestReport) -> None:
+    """Put the Record of an mlperf test's call (or failed/skipped setup) into the report's user_properties."""
+    callspec = getattr(item, "callspec", None)
+    case = callspec.params.get("case") if callspec else None
+    if not isinstance(case, Case) or not (call.when == "call" or (report.outcome != "passed" and call.when == "setup")):
+        return
+    session = item.config.stash[SESSION]
+    record = build(
+        case,
+        item.stash.get(DEVICE, ""),
+        item.stash.get(MEASUREMENT, None),
+        session.earlier_for(case),
+        session.tolerance,
+        session.earlier_source,
+    )
+    record.test = item.nodeid
+    record.outcome = _outcome(report)
+    record.message = _message(report)
+    record.duration = report.duration
+    record.worker = getattr(item.config, "workerinput", {}).get("workerid", "")
+    report.user_properties.append((PROPERTY, record.to_dict()))
+    if call.when == "call" and item.config.pluginmanager.hasplugin("html"):
+        from pytest_html import extras
+
+        report.extras = [*getattr(report, "extras", []), extras.html(html_report.figures(record))]
+
+
+def _outcome(report: pytest.TestReport) -> str:
+    if report.when == "setup" and report.failed:
+        return "error"
+    return report.outcome
+
+
+def _message(report: pytest.TestReport) -> str:
+    """The skip reason or failure message, without the traceback."""
+    if report.skipped and isinstance(report.longrepr, tuple):
+        return report.longrepr[2].removeprefix("Skipped: ")
+    if report.failed:
+        crash = getattr(report.longrepr, "reprcrash", None)
+        return (getattr(crash, "message", None) or report.longreprtext).strip()[:2000]
+    return ""

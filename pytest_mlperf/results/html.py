@@ -1,0 +1,46 @@
+"""What pytest-html shows: a results table in the summary, throughput columns, and each test's figures as extras."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+
+from .record import LISTS, Record
+from .tables import SHOWN, frame
+
+
+def summary_table(records: Sequence[Record]) -> str:
+    table = frame(records)[SHOWN]
+    return "<h2>pytest-mlperf results</h2>" + table.to_html(
+        index=False, na_rep="", float_format=lambda v: f"{v:.4g}", classes="mlperf-results"
+    )
+
+
+def throughput_cell(record: Record | None) -> str:
+    if record is None or record.mean is None:
+        return '<td class="col-throughput"></td>'
+    return f'<td class="col-throughput">{record.mean:.4g} {html.escape(record.unit)}</td>'
+
+
+def baseline_cell(record: Record | None) -> str:
+    if record is None or not record.baseline_status:
+        return '<td class="col-baseline"></td>'
+    ratio = "" if record.baseline_ratio is None else f" ({record.baseline_ratio:.2f}x)"
+    return f'<td class="col-baseline">{html.escape(record.baseline_status)}{ratio}</td>'
+
+
+HEADER = [
+    '<th class="sortable" data-column-type="throughput">Throughput</th>',
+    '<th class="sortable" data-column-type="baseline">vs baseline</th>',
+]
+
+
+def figures(record: Record) -> str:
+    """One test's figures, shown under its row."""
+    rows = "".join(
+        f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
+        for k, v in record.to_dict().items()
+        if k not in LISTS and v not in ("", None)
+    )
+    rates = ", ".join(f"{rate:.4g}" for rate in record.rates)
+    return f"<table>{rows}<tr><th>per-block {html.escape(record.unit)}</th><td>{rates}</td></tr></table>"

@@ -1,0 +1,139 @@
+"""The Record of one test: plain, JSON-serialisable data from which every table and report is derived.
+
+A Record travels from an xdist worker to the controller in `report.user_properties` and is journaled there the
+moment its test ends.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+import socket
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import torch
+
+from ..config.matrix import Case
+from ..run.measure import Measurement
+from .verdict import against_baseline, against_earlier
+
+PROPERTY = "mlperf_record"  #: the user_properties key a Record travels under
+
+
+@dataclass
+class Record:
+    test: str  #: pytest node id (for people; matching uses the case fields)
+    id: str
+    benchmark: str
+    family: str
+    task: str
+    precision: str
+    system: str
+    preset: str
+    device: str
+    devices: int
+    batch_size: int
+    batch_per: str
+    global_batch: int
+    warmup: int
+    repeat: int
+    number: int
+    unit: str
+    outcome: str = ""  #: passed, failed, skipped or error
+    message: str = ""  #: why it failed or was skipped
+    mean: float | None = None
+    sd: float | None = None
+    sd_pct: float | None = None
+    min: float | None = None
+    max: float | None = None
+    count: int | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    seconds: float | None = None  #: measured time, warm-up excluded
+    baseline: float | None = None
+    tolerance: float | None = None
+    baseline_ratio: float | None = None
+    baseline_status: str = ""
+    baseline_source: str = ""
+    earlier: float | None = None
+    earlier_ratio: float | None = None
+    earlier_status: str = ""
+    duration: float | None = None  #: the whole test call, setup of the model included
+    threads: int = 0
+    torch: str = torch.__version__
+    python: str = platform.python_version()
+    host: str = socket.gethostname()
+    worker: str = ""
+    finished: str = ""
+    block_ns: list[int] = field(default_factory=list)
+    rates: list[float] = field(default_factory=list)  #: items/s of each block
+    losses: list[float] = field(default_factory=list)
+
+    @property
+    def key(self) -> tuple[str, str, str, int, int]:
+        """What matches a result to an earlier run's: the Case key, never the node id."""
+        return (self.benchmark, self.precision, self.system, self.global_batch, self.devices)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Record:
+        return cls(**data)
+
+
+LISTS = ("block_ns", "rates", "losses")
+#: columns of the flat tables (lists stay in JSON only)
+COLUMNS = [f.name for f in dataclasses.fields(Record) if f.name not in LISTS]
+
+
+def build(
+    case: Case,
+    device: str,
+    measurement: Measurement | None,
+    earlier: float | None,
+    tolerance: float,
+    earlier_source: str,
+) -> Record:
+    """A Record of the case and, when it ran, its measurement judged against the baseline and earlier run."""
+    s = case.settings
+    record = Record(
+        test="",
+        id=case.id,
+        benchmark=case.benchmark,
+        family=case.workload.family,
+        task=case.task,
+        precision=case.precision,
+        system=case.system.name,
+        preset=s.preset,
+        device=device,
+        devices=s.devices,
+        batch_size=s.batch_size,
+        batch_per=s.batch_per,
+        global_batch=s.global_batch,
+        warmup=s.warmup,
+        repeat=s.repeat,
+        number=s.number,
+        unit=case.workload.unit,
+        threads=torch.get_num_threads(),
+        finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+    if s.baseline is not None:
+        record.baseline, record.tolerance = s.baseline.throughput, s.baseline.tolerance
+        record.baseline_source = s.baseline.source
+    if measurement is None:
+        return record
+    summary = measurement.summary()
+    record.mean, record.sd, record.sd_pct = summary.mean, summary.sd, summary.sd_percent
+    record.min, record.max, record.count = summary.min, summary.max, summary.count
+    record.ci_low, record.ci_high = summary.ci_low, summary.ci_high
+    record.seconds = measurement.seconds
+    record.block_ns, record.rates, record.losses = measurement.block_ns, measurement.rates, measurement.losses
+    baseline = against_baseline(summary.mean, record.unit, s.baseline)
+    record.baseline_status, record.baseline_ratio = baseline.status, baseline.ratio
+    if earlier_source:
+        gate = against_earlier(summary.mean, record.unit, earlier, tolerance, earlier_source)
+        record.earlier, record.earlier_status, record.earlier_ratio = earlier, gate.status, gate.ratio
+    return record

@@ -1,0 +1,36 @@
+"""Summary statistics of per-block throughputs: mean, sample sd, range and a Student-t 95% confidence interval."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+
+from scipy import stats as scipy_stats
+
+CONFIDENCE = 0.95
+
+
+@dataclass(frozen=True)
+class Summary:
+    mean: float
+    sd: float  #: sample standard deviation (n - 1); 0 for a single block
+    min: float
+    max: float
+    count: int
+    ci_low: float  #: 95% confidence interval of the mean; equal to the mean for a single block
+    ci_high: float
+
+    @property
+    def sd_percent(self) -> float:
+        return 100 * self.sd / self.mean if self.mean else math.nan
+
+
+def summarize(values: list[float]) -> Summary:
+    if not values:
+        raise ValueError("no values to summarize")
+    n = len(values)
+    mean = statistics.fmean(values)
+    sd = statistics.stdev(values) if n > 1 else 0.0
+    half = scipy_stats.t.ppf((1 + CONFIDENCE) / 2, n - 1) * sd / math.sqrt(n) if n > 1 else 0.0
+    return Summary(mean, sd, min(values), max(values), n, mean - half, mean + half)

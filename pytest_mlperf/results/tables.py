@@ -1,0 +1,51 @@
+"""Tables derived from Records: the flat results table and the Lambda-style pivot (system x benchmark-precision)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+
+from .record import COLUMNS, Record
+
+#: the columns people read; the CSV and JSON keep every column
+SHOWN = [
+    "id", "outcome", "global_batch", "devices", "mean", "sd_pct", "unit",
+    "baseline", "baseline_ratio", "baseline_status", "earlier_ratio", "earlier_status", "duration",
+]  # fmt: skip
+
+
+def frame(records: Sequence[Record]) -> pd.DataFrame:
+    return pd.DataFrame([{c: getattr(r, c) for c in COLUMNS} for r in records], columns=COLUMNS)
+
+
+def pivot(records: Sequence[Record]) -> pd.DataFrame:
+    """Mean items/s per system (rows) and benchmark-precision (columns), as Lambda publishes its tables.
+
+    A test that ran and measured nothing shows "failed"; a skipped one stays empty.
+    """
+    cells: dict[tuple[str, str], object] = {}
+    for r in records:
+        column = f"{r.benchmark}-{r.precision} ({r.unit})"
+        if r.mean is not None:
+            cells[(r.system, column)] = round(r.mean, 1)
+        elif r.outcome in ("failed", "error"):
+            cells.setdefault((r.system, column), "failed")
+    table = pd.Series(cells, dtype=object).unstack() if cells else pd.DataFrame()
+    table.index.name = "system"
+    return table.fillna("")
+
+
+def markdown(records: Sequence[Record]) -> str:
+    shown = frame(records)[SHOWN].copy()
+    for column, digits in (("mean", 2), ("sd_pct", 1), ("baseline_ratio", 3), ("earlier_ratio", 3), ("duration", 1)):
+        shown[column] = shown[column].map(lambda v, d=digits: "" if pd.isna(v) else f"{v:.{d}f}")
+    table = pivot(records)
+    pivot_md = table.to_markdown() if not table.empty else "(no measurements)"
+    return (
+        "# Results\n\n"
+        + shown.fillna("").to_markdown(index=False)
+        + "\n\n# Throughput by system (mean items/s)\n\n"
+        + pivot_md
+        + "\n"
+    )

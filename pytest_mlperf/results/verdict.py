@@ -1,0 +1,53 @@
+"""Judging a measured throughput against a published baseline and against an earlier run (higher is better)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..config.schema import Baseline
+
+MET, BELOW, NO_BASELINE = "met", "below", "no baseline"
+OK, SLOWER, NO_EARLIER = "ok", "slower", "no earlier run"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    status: str
+    ratio: float | None  #: measured / reference
+    message: str
+
+    @property
+    def failed(self) -> bool:
+        return self.status in (BELOW, SLOWER)
+
+
+def against_baseline(mean: float, unit: str, baseline: Baseline | None) -> Verdict:
+    """Fails when the mean is below baseline x (1 - tolerance); a missing baseline never counts as met."""
+    if baseline is None:
+        return Verdict(NO_BASELINE, None, "no baseline for this benchmark, precision and system")
+    ratio = mean / baseline.throughput
+    target = baseline.throughput * (1 - baseline.tolerance)
+    status = MET if mean >= target else BELOW
+    relation = "meets" if status == MET else "is below"
+    return Verdict(
+        status,
+        ratio,
+        f"measured {mean:.4g} {unit} {relation} the target {target:.4g} {unit} "
+        f"(baseline {baseline.throughput:.4g} {unit} - {baseline.tolerance:.0%}); ratio {ratio:.3f}; "
+        f"baseline source: {baseline.source}",
+    )
+
+
+def against_earlier(mean: float, unit: str, earlier: float | None, tolerance: float, source: str) -> Verdict:
+    """Regression gate: fails when slower than the earlier run by more than `tolerance`."""
+    if earlier is None:
+        return Verdict(NO_EARLIER, None, f"no matching result in {source}")
+    ratio = mean / earlier
+    status = OK if ratio >= 1 - tolerance else SLOWER
+    change = f"{ratio - 1:+.1%}"
+    relation = "within" if status == OK else "slower than allowed by"
+    return Verdict(
+        status,
+        ratio,
+        f"measured {mean:.4g} {unit} vs {earlier:.4g} {unit} in {source}: {change}, {relation} --tolerance {tolerance:.0%}",
+    )

@@ -1,0 +1,86 @@
+"""The one timing loop every workload goes through.
+
+Warm-up steps are run and discarded; then `repeat` blocks of `number` steps, each block timed with
+`time.perf_counter_ns` between two device synchronisations. Inside a block the only work besides the step itself
+is appending its (device-side) loss to a list; losses are copied to the host and checked after the block's clock
+has stopped, so a non-finite loss is caught at block granularity and reported with the exact step it appeared at.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from ..results.stats import Summary, summarize
+
+
+class NonFiniteLoss(AssertionError):
+    """The loss became NaN or infinite; the test fails naming the step."""
+
+    def __init__(self, step: int, value: float, warmup: int) -> None:
+        phase = f"warm-up step {step + 1} of {warmup}" if step < warmup else f"measured step {step - warmup + 1}"
+        super().__init__(f"loss became {value} at step {step} ({phase}); training diverged")
+        self.step = step
+        self.value = value
+
+
+@dataclass(frozen=True)
+class Plan:
+    warmup: int
+    repeat: int
+    number: int
+    items_per_step: int  #: the global batch: items processed by one step on all devices
+
+
+@dataclass
+class Measurement:
+    plan: Plan
+    block_ns: list[int] = field(default_factory=list)  #: wall time of each measured block
+    losses: list[float] = field(default_factory=list)  #: every step's loss, warm-up included
+
+    @property
+    def rates(self) -> list[float]:
+        """Items per second of each block."""
+        items = self.plan.items_per_step * self.plan.number
+        return [items * 1e9 / ns for ns in self.block_ns]
+
+    @property
+    def seconds(self) -> float:
+        return sum(self.block_ns) / 1e9
+
+    def summary(self) -> Summary:
+        return summarize(self.rates)
+
+
+def synchronizer(device: torch.device) -> Callable[[], None]:
+    if device.type == "cuda":
+        return lambda: torch.cuda.synchronize(device)
+    return lambda: None
+
+
+def measure(step: Callable[[], Tensor], plan: Plan, sync: Callable[[], None]) -> Measurement:
+    result = Measurement(plan)
+
+    def record(losses: list[Tensor]) -> None:
+        values = torch.stack(losses).float().cpu().tolist() if losses else []
+        for offset, value in enumerate(values):
+            if not math.isfinite(value):
+                raise NonFiniteLoss(len(result.losses) + offset, value, plan.warmup)
+        result.losses.extend(values)
+
+    record([step() for _ in range(plan.warmup)])
+    sync()
+    for _ in range(plan.repeat):
+        block: list[Tensor] = []
+        start = time.perf_counter_ns()
+        for _ in range(plan.number):
+            block.append(step())
+        sync()
+        result.block_ns.append(time.perf_counter_ns() - start)
+        record(block)
+    return result

@@ -1,0 +1,109 @@
+"""The state of one pytest session: selected systems, the earlier run to compare with, and where results go.
+
+Built once per process at configure time; any bad input becomes a `pytest.UsageError` here, before a test runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from statistics import fmean
+
+import pytest
+import torch
+
+from .config.matrix import Case
+from .config.schema import System, SystemFileError
+from .config.systems import SystemSelectionError, select
+from .resources.devices import share_cpu_threads
+from .results.store import RunStore, load_results, new_run_id
+
+Key = tuple[str, str, str, int, int]
+
+
+@dataclass
+class MlperfSession:
+    systems: list[System] | None  #: None when this project has no systems (mlperf tests then error)
+    tolerance: float
+    earlier: dict[Key, float] = field(default_factory=dict)
+    earlier_source: str = ""  #: the --compare path, empty without one
+    store: RunStore | None = None  #: on the controller only
+    started: float = field(default_factory=time.time)
+
+    @classmethod
+    def from_config(cls, config: pytest.Config) -> MlperfSession:
+        tolerance = config.getoption("mlperf_tolerance")
+        if not 0 <= tolerance < 1:
+            raise pytest.UsageError(f"--tolerance must be a fraction in [0, 1), e.g. 0.05; got {tolerance}")
+        session = cls(systems=_systems(config), tolerance=tolerance)
+        compare = config.getoption("mlperf_compare")
+        if compare:
+            session.earlier, session.earlier_source = _earlier(Path(compare)), compare
+        if hasattr(config, "workerinput"):
+            share_cpu_threads(int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+        else:
+            root = Path(config.getoption("mlperf_reports") or config.getini("mlperf_reports"))
+            root = root if root.is_absolute() else config.rootpath / root
+            session.store = RunStore(root, new_run_id(root))
+        return session
+
+    def require_systems(self) -> list[System]:
+        if self.systems is None:
+            raise pytest.UsageError(
+                "pytest-mlperf: no systems directory: add systems/NAME.yaml under the rootdir, "
+                "or pass --systems-dir=DIR (ini: mlperf_systems)"
+            )
+        return self.systems
+
+    def earlier_for(self, case: Case) -> float | None:
+        return self.earlier.get(case.key)
+
+    def run_info(self, exitstatus: int) -> dict[str, object]:
+        return {
+            "run_id": self.store.run_id if self.store else "",
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.started)),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "exitstatus": exitstatus,
+            "argv": sys.argv[1:],
+            "systems": [s.name for s in self.systems or []],
+            "compare": self.earlier_source,
+            "tolerance": self.tolerance,
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "host": socket.gethostname(),
+        }
+
+
+def _systems(config: pytest.Config) -> list[System] | None:
+    dirs = [Path(p) for p in config.getini("mlperf_systems")] or [config.rootpath / "systems"]
+    dirs += [Path(p).resolve() for p in config.getoption("mlperf_systems_dirs")]
+    option = config.getoption("mlperf_system")
+    explicit = option is not None
+    dirs = [d for d in dirs if explicit or d.is_dir()]
+    if not dirs:
+        return None
+    try:
+        return select(option or "auto", dirs)
+    except (SystemSelectionError, SystemFileError) as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+def _earlier(path: Path) -> dict[Key, float]:
+    """Mean throughput per case key in an earlier run's results.json; repeated keys are averaged."""
+    try:
+        records = load_results(path)
+    except FileNotFoundError:
+        raise pytest.UsageError(f"--compare={path}: no such file (expected an earlier run's results.json)") from None
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise pytest.UsageError(f"--compare={path}: not a pytest-mlperf results.json ({exc!r})") from None
+    means: dict[Key, list[float]] = {}
+    for r in records:
+        if r.mean is not None:
+            means.setdefault(r.key, []).append(r.mean)
+    return {key: fmean(values) for key, values in means.items()}

@@ -1,0 +1,118 @@
+"""ResNet-50 v1.5 image classification (MLPerf, Lambda and NVIDIA's DeepLearningExamples).
+
+Our own model code: torchvision cannot be installed beside the CPU torch build. v1.5 differs from v1 only in
+putting the stride-2 downsampling in each bottleneck's 3x3 convolution instead of its first 1x1, which is the
+variant NVIDIA's and MLPerf's reference implementations train and publish numbers for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .registry import Workload, register
+
+#: Bottleneck blocks per stage for ResNet-50.
+LAYERS = (3, 4, 6, 3)
+
+
+class Bottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(self, inplanes: int, planes: int, stride: int) -> None:
+        super().__init__()
+        width = planes * self.expansion
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, width, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(width)
+        # Zero-initialised last BN gamma, as in NVIDIA's recipe: each block starts as the identity.
+        nn.init.zeros_(self.bn3.weight)
+        self.downsample: nn.Module = nn.Identity()
+        if stride != 1 or inplanes != width:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(inplanes, width, 1, stride=stride, bias=False), nn.BatchNorm2d(width)
+            )
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = F.relu(self.bn1(self.conv1(x)), inplace=True)
+        out = F.relu(self.bn2(self.conv2(out)), inplace=True)
+        out = self.bn3(self.conv3(out))
+        return F.relu(out + self.downsample(x), inplace=True)
+
+
+class ResNet(nn.Module):
+    def __init__(self, layers: Iterable[int] = LAYERS, num_classes: int = 1000) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False),
+            nn.BatchNorm2d(64),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(3, stride=2, padding=1),
+        )
+        stages: list[nn.Module] = []
+        inplanes = 64
+        for i, blocks in enumerate(layers):
+            planes = 64 * 2**i
+            for b in range(blocks):
+                stages.append(Bottleneck(inplanes, planes, stride=2 if b == 0 and i > 0 else 1))
+                inplanes = planes * Bottleneck.expansion
+        self.stages = nn.Sequential(*stages)
+        self.fc = nn.Linear(inplanes, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.stages(self.stem(x))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+def build_model(preset: Mapping[str, Any]) -> nn.Module:
+    return ResNet(num_classes=preset["num_classes"])
+
+
+def synthetic_batch(preset: Mapping[str, Any], batch_size: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """One fixed batch made on the device, as NVIDIA's `--data-backend synthetic` does: no input pipeline cost."""
+    generator = torch.Generator(device=device).manual_seed(0)
+    size = preset["image_size"]
+    images = torch.randn(batch_size, 3, size, size, device=device, generator=generator)
+    labels = torch.randint(preset["num_classes"], (batch_size,), device=device, generator=generator)
+    return images, labels
+
+
+def loss(logits: Tensor, labels: Tensor) -> Tensor:
+    return F.cross_entropy(logits.float(), labels, label_smoothing=0.1)
+
+
+def optimizer(params: Iterable[nn.Parameter], batch_size: int, device: torch.device) -> torch.optim.Optimizer:
+    """SGD with momentum and NVIDIA's hyper-parameters (lr 0.256 per 256 images), fused kernels where available."""
+    return torch.optim.SGD(
+        params, lr=0.256 * batch_size / 256, momentum=0.875, weight_decay=3.0517578125e-05, fused=True
+    )
+
+
+register(
+    Workload(
+        name="resnet50",
+        family="resnet",
+        task="training",
+        unit="img/s",
+        description="ResNet-50 v1.5, SGD with momentum, synthetic ImageNet-shaped data",
+        presets={
+            "real": {"image_size": 224, "num_classes": 1000},
+            "cpu": {"image_size": 32, "num_classes": 1000},
+        },
+        build_model=build_model,
+        synthetic_batch=synthetic_batch,
+        loss=loss,
+        optimizer=optimizer,
+        channels_last=True,
+    )
+)
