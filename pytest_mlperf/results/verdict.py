@@ -49,5 +49,6 @@ def against_earlier(mean: float, unit: str, earlier: float | None, tolerance: fl
     return Verdict(
         status,
         ratio,
-        f"measured {mean:.4g} {unit} vs {earlier:.4g} {unit} in {source}: {change}, {relation} --tolerance {tolerance:.0%}",
+        f"measured {mean:.4g} {unit} vs {earlier:.4g} {unit} in {source}: {change}, "
+        f"{relation} --tolerance {tolerance:.0%}",
     )
