@@ -61,10 +61,7 @@ def pytest_configure(config: pytest.Config) -> None:
     session = MlperfSession.from_config(config)
     config.stash[SESSION] = session
     if session.store:  # the controller, or a run without xdist
-        config.pluginmanager.register(Reporter(session), "mlperf-reporter")
-        if config.pluginmanager.hasplugin("html") and not config.option.htmlpath:
-            config.option.htmlpath = str(session.store.dir / "report.html")
-            config.option.self_contained_html = True
+        config.pluginmanager.register(Reporter(session, config), "mlperf-reporter")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -76,7 +73,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     try:
         cases = expand(task, benchmarks, systems)
     except ValueError as exc:
-        raise pytest.UsageError(f"{metafunc.definition.nodeid}: @pytest.mark.mlperf: {exc}") from None
+        problem = f"{metafunc.definition.nodeid}: @pytest.mark.mlperf: {exc}"
+    else:
+        problem = ""
+    if problem:  # outside the except block, so the report shows no chained traceback
+        pytest.fail(problem, pytrace=False)
     params = []
     for c in cases:
         for name in c.marks:  # workloads registered after configure get their marks registered here

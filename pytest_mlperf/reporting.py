@@ -14,10 +14,17 @@ from .session import MlperfSession
 class Reporter:
     """Registered only where results are written: the xdist controller, or the single process without xdist."""
 
-    def __init__(self, session: MlperfSession) -> None:
+    def __init__(self, session: MlperfSession, config: pytest.Config) -> None:
+        """Must be built before pytest-html's pytest_configure, which reads --html."""
         assert session.store is not None
         self.session = session
         self.store = session.store
+        self.config = config
+        #: pytest-html writes into the run folder unless the user chose a path with --html
+        self.owns_html = config.pluginmanager.hasplugin("html") and not config.option.htmlpath
+        if self.owns_html:
+            config.option.htmlpath = str(self.store.dir / "report.html")
+            config.option.self_contained_html = True
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         for name, value in report.user_properties:
@@ -25,11 +32,18 @@ class Reporter:
                 self.store.append(Record.from_dict(value))
 
     def pytest_sessionfinish(self, exitstatus: int) -> None:
-        self.store.finish(self.session.run_info(int(exitstatus)))
+        if self.store.records:
+            self.store.finish(self.session.run_info(int(exitstatus)))
+        elif self.owns_html:  # no mlperf test ran: pytest-html must not write (or announce) a report
+            from pytest_html.basereport import BaseReport
+
+            for plugin in self.config.pluginmanager.get_plugins():
+                if isinstance(plugin, BaseReport):
+                    self.config.pluginmanager.unregister(plugin)
 
     def pytest_unconfigure(self) -> None:
         if not self.store.records:
-            self.store.discard()  # after pytest-html wrote its file: a run without mlperf tests leaves nothing
+            self.store.discard()  # here, after pytest-html has written its file
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         if self.store.records:
@@ -46,7 +60,7 @@ class Reporter:
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_html_results_table_row(self, report: pytest.TestReport, cells: list[str]) -> None:
-        record = next((Record.from_dict(v) for k, v in report.user_properties if k == PROPERTY), None)
+        record = next((Record.from_dict(v) for k, v in getattr(report, "user_properties", ()) if k == PROPERTY), None)
         cells[2:2] = [html_report.throughput_cell(record), html_report.baseline_cell(record)]
 
 

@@ -48,10 +48,7 @@ class RunStore:
             writer.writerow(record.to_dict())
 
     def finish(self, run: dict[str, Any]) -> None:
-        """Write the summary files and point `latest` here; a run without records leaves nothing behind."""
-        if not self.records:
-            self.discard()
-            return
+        """Write the summary files and point `latest` here."""
         (self.dir / "results.json").write_text(
             json.dumps({"run": run, "records": [r.to_dict() for r in self.records]}, indent=1), encoding="utf-8"
         )
@@ -61,6 +58,7 @@ class RunStore:
         self._point_latest()
 
     def discard(self) -> None:
+        """Remove this run's folder: a session without mlperf tests leaves nothing behind."""
         shutil.rmtree(self.dir, ignore_errors=True)
         if self.root.is_dir() and not any(self.root.iterdir()):
             self.root.rmdir()

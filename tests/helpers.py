@@ -1,0 +1,122 @@
+"""Helpers for pytester sessions: a toy workload that trains in milliseconds, and system files written to order."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+
+#: A conftest for pytester projects: a linear-regression workload ("toy") and one that diverges ("nan" preset).
+TOY_CONFTEST = """
+import torch
+from torch import nn
+from pytest_mlperf.workloads import Workload, known, register
+
+
+class Toy(nn.Module):
+    def __init__(self, nan_at):
+        super().__init__()
+        self.linear = nn.Linear(8, 1)
+        self.calls = 0
+        self.nan_at = nan_at
+
+    def forward(self, x):
+        self.calls += 1
+        out = self.linear(x)
+        return out * float("nan") if self.calls == self.nan_at else out
+
+
+def batch(preset, batch_size, device):
+    g = torch.Generator(device=device).manual_seed(0)
+    x = torch.randn(batch_size, 8, generator=g, device=device)
+    return x, x.sum(1, keepdim=True)
+
+
+if "toy" not in known():
+    register(Workload(
+        name="toy", family="toys", task="training", unit="samples/s", description="a linear regression",
+        presets={"cpu": {"nan_at": -1}, "real": {"nan_at": -1}, "nan": {"nan_at": 7}},
+        build_model=lambda preset: Toy(preset["nan_at"]), synthetic_batch=batch,
+        loss=lambda out, target: nn.functional.mse_loss(out.float(), target),
+        optimizer=lambda params, batch_size, device: torch.optim.SGD(params, lr=0.01),
+    ))
+"""
+
+TOY_SUITE = """
+import pytest
+
+
+@pytest.mark.mlperf("training", "toy")
+def test_train(bench):
+    bench.check(bench.train())
+"""
+
+
+def system(
+    name: str = "toy",
+    kind: str = "cpu",
+    count: int = 1,
+    model: str = "x86-64 CPU",
+    precisions: dict[str, Any] | None = None,
+    benchmark: str = "toy",
+    **bench: Any,
+) -> dict[str, Any]:
+    """A system file's content; `precisions` maps a precision to its entry (default: fp32, batch 4, no baseline)."""
+    return {
+        "name": name,
+        "description": f"{name} test system",
+        "accelerator": {"kind": kind, "model": model, "count": count, "memory_gb": 8.0},
+        "benchmarks": {
+            benchmark: {
+                "preset": "cpu",
+                "warmup": 1,
+                "repeat": 3,
+                "number": 2,
+                **bench,
+                "precisions": precisions or {"fp32": {"batch_size": 4}},
+            }
+        },
+    }
+
+
+def baseline(throughput: float, tolerance: float = 0.1, unit: str = "samples/s") -> dict[str, Any]:
+    return {"throughput": throughput, "unit": unit, "tolerance": tolerance, "source": "test fixture"}
+
+
+class Project:
+    """A pytester project with the toy workload, a suite and a systems/ folder."""
+
+    def __init__(self, pytester: pytest.Pytester) -> None:
+        self.pytester = pytester
+        self.path = pytester.path
+        pytester.makeconftest(TOY_CONFTEST)
+        pytester.makeini(
+            "[pytest]\nstrict_markers = true\nstrict_parametrization_ids = true\n"
+            "filterwarnings = ignore::pytest.PytestAssertRewriteWarning\n"
+        )
+        (self.path / "systems").mkdir()
+        pytester.makepyfile(test_suite=TOY_SUITE)
+
+    def add_system(self, content: dict[str, Any] | str, name: str | None = None) -> Path:
+        name = name or (content["name"] if isinstance(content, dict) else "toy")
+        path = self.path / "systems" / f"{name}.yaml"
+        path.write_text(content if isinstance(content, str) else yaml.safe_dump(content, sort_keys=False))
+        return path
+
+    def run(self, *args: str) -> pytest.RunResult:
+        return self.pytester.runpytest("-p", "no:cacheprovider", *args)
+
+    def run_subprocess(self, *args: str) -> pytest.RunResult:
+        return self.pytester.runpytest_subprocess("-p", "no:cacheprovider", *args)
+
+    @property
+    def latest(self) -> Path:
+        return self.path / "reports" / "latest"
+
+    def results(self) -> list[dict[str, Any]]:
+        return json.loads((self.latest / "results.json").read_text())["records"]

@@ -1,0 +1,92 @@
+"""The test matrix: ids, marks and -m selection for several systems, and skip reasons."""
+
+from __future__ import annotations
+
+import pytest
+from helpers import REPO, system
+
+
+def collect(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    return pytester.runpytest_subprocess(
+        str(REPO / "suites"), f"--rootdir={REPO}", "-p", "no:cacheprovider", "--collect-only", "-q", *args
+    )
+
+
+def test_titanrtx_resnet_lists_one_test_per_precision(pytester: pytest.Pytester) -> None:
+    result = collect(pytester, "-m", "resnet", "--system=titanrtx")
+    assert result.ret == pytest.ExitCode.OK
+    tests = [line for line in result.outlines if "::" in line]
+    assert sorted(tests) == [
+        f"suites/test_training.py::test_train[resnet50-{p}-titanrtx]" for p in sorted(("fp32", "amp", "fp16"))
+    ]
+
+
+def test_several_systems_and_marks_select(pytester: pytest.Pytester) -> None:
+    result = collect(pytester, "--system=titanrtx,a100,8xh100", "-m", "amp")
+    tests = sorted(line.split("[")[1].rstrip("]") for line in result.outlines if "::" in line)
+    assert tests == ["resnet50-amp-8xh100", "resnet50-amp-a100", "resnet50-amp-titanrtx"]
+    result = collect(pytester, "--system=titanrtx,a100", "-m", "training and tf32")
+    assert [line for line in result.outlines if "::" in line] == [
+        "suites/test_training.py::test_train[resnet50-tf32-a100]"
+    ]
+    result = collect(pytester, "--system=titanrtx", "-m", "inference")
+    assert result.ret == pytest.ExitCode.NO_TESTS_COLLECTED
+
+
+def test_all_shipped_systems_collect_under_strict_markers(pytester: pytest.Pytester) -> None:
+    names = ",".join(sorted(p.stem for p in (REPO / "systems").glob("*.yaml")))
+    result = collect(pytester, f"--system={names}", "--strict-markers")
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines_random(["*resnet50-tf32-8xa100*", "*resnet50-fp32-cpu*", "*resnet50-fp16-2080ti*"])
+
+
+def test_marks_on_each_case(project) -> None:
+    project.add_system(system(precisions={"fp32": {"batch_size": 4}, "bf16": {"batch_size": 4}}))
+    project.pytester.makepyfile(
+        test_marks="""
+        import pytest
+
+        @pytest.mark.mlperf("training")
+        def test_marks(case, request):
+            names = {m.name for m in request.node.iter_markers()}
+            assert {"toys", "toy", "training", case.precision} <= names
+        """
+    )
+    result = project.run("--system=toy", "test_marks.py", "-v")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["*test_marks[[]toy-fp32-toy[]] PASSED*", "*test_marks[[]toy-bf16-toy[]] PASSED*"])
+
+
+def test_gpu_system_and_unsupported_precision_skip_with_reasons(project) -> None:
+    project.add_system(system("gpu", kind="cuda", model="NVIDIA TITAN RTX"))
+    project.add_system(system("cpu", precisions={p: {"batch_size": 4} for p in ("fp32", "tf32", "fp16")}))
+    result = project.run("--system=gpu,cpu", "-rs")
+    result.assert_outcomes(passed=1, skipped=3)
+    result.stdout.fnmatch_lines_random(
+        [
+            "SKIPPED*system gpu needs 1x NVIDIA TITAN RTX (CUDA); this host has no CUDA GPU",
+            "SKIPPED*tf32 needs a CUDA GPU (tensor cores); the CPU has no tf32 training kernels",
+            "SKIPPED*fp16 needs a CUDA GPU (tensor cores); the CPU has no fp16 training kernels",
+        ]
+    )
+    rows = {r["id"]: r for r in project.results()}
+    assert rows["toy-fp32-gpu"]["outcome"] == "skipped"
+    assert "no CUDA GPU" in rows["toy-fp32-gpu"]["message"]
+    assert rows["toy-tf32-cpu"]["mean"] is None
+
+
+def test_bad_mlperf_mark_is_a_usage_error(project) -> None:
+    project.add_system(system())
+    project.pytester.makepyfile(
+        test_bad="""
+        import pytest
+
+        @pytest.mark.mlperf("training", "resnt50")
+        def test_x(case):
+            pass
+        """
+    )
+    result = project.run("--system=toy", "test_bad.py")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines(["test_bad.py::test_x: @pytest.mark.mlperf: unknown benchmark 'resnt50'; known: *"])
+    assert "Traceback" not in result.stdout.str() and "pluggy" not in result.stdout.str()
