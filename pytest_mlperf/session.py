@@ -20,7 +20,7 @@ import torch
 
 from .config.matrix import Case
 from .config.schema import System, SystemFileError
-from .config.systems import SystemSelectionError, select
+from .config.systems import AUTO, SystemSelectionError, select
 from .resources.devices import share_cpu_threads
 from .results.store import RunStore, load_results, new_run_id
 
@@ -29,7 +29,8 @@ Key = tuple[str, str, str, int, int]
 
 @dataclass
 class MlperfSession:
-    systems: list[System] | None  #: None when this project has no systems (mlperf tests then error)
+    systems: list[System] | None  #: None when they could not be chosen; mlperf tests then fail with `problem`
+    problem: str
     tolerance: float
     earlier: dict[Key, float] = field(default_factory=dict)
     earlier_source: str = ""  #: the --compare path, empty without one
@@ -41,7 +42,8 @@ class MlperfSession:
         tolerance = config.getoption("mlperf_tolerance")
         if not 0 <= tolerance < 1:
             raise pytest.UsageError(f"--tolerance must be a fraction in [0, 1), e.g. 0.05; got {tolerance}")
-        session = cls(systems=_systems(config), tolerance=tolerance)
+        systems, problem = _systems(config)
+        session = cls(systems=systems, problem=problem, tolerance=tolerance)
         compare = config.getoption("mlperf_compare")
         if compare:
             session.earlier, session.earlier_source = _earlier(Path(compare)), compare
@@ -54,11 +56,9 @@ class MlperfSession:
         return session
 
     def require_systems(self) -> list[System]:
+        """The selected systems; a collection error (no traceback) when there are none."""
         if self.systems is None:
-            raise pytest.UsageError(
-                "pytest-mlperf: no systems directory: add systems/NAME.yaml under the rootdir, "
-                "or pass --systems-dir=DIR (ini: mlperf_systems)"
-            )
+            pytest.fail(f"pytest-mlperf: {self.problem}", pytrace=False)
         return self.systems
 
     def earlier_for(self, case: Case) -> float | None:
@@ -74,23 +74,27 @@ class MlperfSession:
             "systems": [s.name for s in self.systems or []],
             "compare": self.earlier_source,
             "tolerance": self.tolerance,
-            "torch": torch.__version__,
+            "torch": str(torch.__version__),
             "python": platform.python_version(),
             "host": socket.gethostname(),
         }
 
 
-def _systems(config: pytest.Config) -> list[System] | None:
+def _systems(config: pytest.Config) -> tuple[list[System] | None, str]:
+    """Systems chosen by --system; a bad explicit choice is a usage error at once, while a failed automatic one
+    only matters to sessions that collect mlperf tests (pytest-mlperf is loaded in every session of the venv)."""
     dirs = [Path(p) for p in config.getini("mlperf_systems")] or [config.rootpath / "systems"]
     dirs += [Path(p).resolve() for p in config.getoption("mlperf_systems_dirs")]
     option = config.getoption("mlperf_system")
-    explicit = option is not None
-    dirs = [d for d in dirs if explicit or d.is_dir()]
-    if not dirs:
-        return None
+    if option is None:
+        dirs = [d for d in dirs if d.is_dir()]
+        if not dirs:
+            return None, "no systems directory: add systems/NAME.yaml under the rootdir or pass --systems-dir=DIR"
     try:
-        return select(option or "auto", dirs)
+        return select(option or AUTO, dirs), ""
     except (SystemSelectionError, SystemFileError) as exc:
+        if option is None:
+            return None, str(exc)
         raise pytest.UsageError(str(exc)) from None
 
 

@@ -89,4 +89,4 @@ def test_bad_mlperf_mark_is_a_usage_error(project) -> None:
     result = project.run("--system=toy", "test_bad.py")
     assert result.ret == pytest.ExitCode.INTERRUPTED
     result.stdout.fnmatch_lines(["test_bad.py::test_x: @pytest.mark.mlperf: unknown benchmark 'resnt50'; known: *"])
-    assert "Traceback" not in result.stdout.str() and "pluggy" not in result.stdout.str()
+    assert "Traceback" not in result.stdout.str() and "site-packages" not in result.stdout.str()

@@ -62,7 +62,7 @@ class Record:
     earlier_status: str = ""
     duration: float | None = None  #: the whole test call, setup of the model included
     threads: int = 0
-    torch: str = torch.__version__
+    torch: str = str(torch.__version__)
     python: str = platform.python_version()
     host: str = socket.gethostname()
     worker: str = ""

@@ -32,5 +32,5 @@ def summarize(values: list[float]) -> Summary:
     n = len(values)
     mean = statistics.fmean(values)
     sd = statistics.stdev(values) if n > 1 else 0.0
-    half = scipy_stats.t.ppf((1 + CONFIDENCE) / 2, n - 1) * sd / math.sqrt(n) if n > 1 else 0.0
+    half = float(scipy_stats.t.ppf((1 + CONFIDENCE) / 2, n - 1)) * sd / math.sqrt(n) if n > 1 else 0.0
     return Summary(mean, sd, min(values), max(values), n, mean - half, mean + half)

@@ -29,8 +29,8 @@ def pivot(records: Sequence[Record]) -> pd.DataFrame:
         column = f"{r.benchmark}-{r.precision} ({r.unit})"
         if r.mean is not None:
             cells[(r.system, column)] = round(r.mean, 1)
-        elif r.outcome in ("failed", "error"):
-            cells.setdefault((r.system, column), "failed")
+        else:
+            cells.setdefault((r.system, column), "failed" if r.outcome in ("failed", "error") else "")
     table = pd.Series(cells, dtype=object).unstack() if cells else pd.DataFrame()
     table.index.name = "system"
     return table.fillna("")
