@@ -1,0 +1,22 @@
+# The two commands of README.md. Both create .venv and install what they need on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: bench test
+
+# torch==2.13.0 is pinned here (a CPU build these machines install from local disk); the package itself accepts a
+# range, so a GPU box keeps its own CUDA build.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+bench: $(VENV)/.installed
+	$(BIN)/pytest suites --system=cpu
+
+test: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/pytest tests

@@ -1,0 +1,62 @@
+"""End to end: the real ResNet-50 suite on the cpu presets, as a user runs it, and the files it writes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from helpers import REPO
+
+
+def run_suite(pytester: pytest.Pytester, reports: Path, *args: str) -> pytest.RunResult:
+    return pytester.runpytest_subprocess(
+        str(REPO / "suites"), f"--rootdir={REPO}", "-p", "no:cacheprovider", "--system=cpu",
+        f"--mlperf-reports={reports}", *args,
+    )  # fmt: skip
+
+
+def check_consistent(record: dict) -> None:
+    """items/s = batch x iterations / time, per block, and the summary agrees with the blocks."""
+    assert record["count"] == record["repeat"] == len(record["block_ns"]) == len(record["rates"])
+    for rate, ns in zip(record["rates"], record["block_ns"], strict=True):
+        assert rate == pytest.approx(record["global_batch"] * record["number"] / (ns / 1e9))
+    assert record["mean"] == pytest.approx(sum(record["rates"]) / len(record["rates"]))
+    assert record["min"] <= record["mean"] <= record["max"]
+    assert record["ci_low"] <= record["mean"] <= record["ci_high"]
+    assert record["seconds"] == pytest.approx(sum(record["block_ns"]) / 1e9)
+    total = record["global_batch"] * record["number"] * record["repeat"]
+    assert total / record["seconds"] == pytest.approx(record["mean"], rel=0.5)
+    assert len(record["losses"]) == record["warmup"] + record["number"] * record["repeat"]
+
+
+def test_resnet50_cpu_suite_writes_consistent_results(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    result = run_suite(pytester, tmp_path, "-m", "resnet and fp32")
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()
+    latest = tmp_path / "latest"
+    for name in ("results.csv", "results.json", "results.jsonl", "results.md", "pivot.csv", "report.html"):
+        assert (latest / name).is_file(), name
+    data = json.loads((latest / "results.json").read_text())
+    (record,) = data["records"]
+    assert record["id"] == "resnet50-fp32-cpu" and record["test"].endswith("test_train[resnet50-fp32-cpu]")
+    assert record["outcome"] == "passed" and record["baseline_status"] == "met"
+    assert record["baseline_ratio"] == pytest.approx(record["mean"] / record["baseline"])
+    assert record["unit"] == "img/s" and record["device"].startswith("cpu")
+    check_consistent(record)
+    assert data["run"]["systems"] == ["cpu"] and data["run"]["exitstatus"] == 0
+    page = (latest / "report.html").read_text()
+    assert "resnet50-fp32-cpu" in page and "pytest-mlperf results" in page
+
+
+def test_resnet50_cpu_suite_under_xdist_writes_one_table(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    result = run_suite(pytester, tmp_path, "-m", "resnet", "-n", "2")
+    assert result.ret in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED), result.stdout.str()
+    runs = [p for p in tmp_path.iterdir() if p.name != "latest"]
+    assert len(runs) == 1
+    records = json.loads((tmp_path / "latest" / "results.json").read_text())["records"]
+    assert sorted(r["id"] for r in records) == ["resnet50-amp-cpu", "resnet50-bf16-cpu", "resnet50-fp32-cpu"]
+    assert {r["worker"] for r in records} == {"gw0", "gw1"}
+    for record in records:
+        check_consistent(record)
+        # a failure here can only be the baseline, measured with both cores: each worker had one
+        assert record["outcome"] == "passed" or "is below the target" in record["message"]
