@@ -22,7 +22,7 @@ DEVICE = pytest.StashKey[str]()
 def case(request: pytest.FixtureRequest) -> Case:
     """The benchmark x precision x system this test runs, from the `mlperf` mark's parametrisation."""
     if not isinstance(getattr(request, "param", None), Case):
-        raise pytest.UsageError(f"{request.node.nodeid}: the `case` fixture needs @pytest.mark.mlperf(task, ...)")
+        pytest.fail(f"{request.node.nodeid}: the `case` fixture needs @pytest.mark.mlperf(task, ...)", pytrace=False)
     return request.param
 
 

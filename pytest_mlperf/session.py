@@ -9,7 +9,6 @@ import json
 import os
 import platform
 import socket
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +34,7 @@ class MlperfSession:
     earlier: dict[Key, float] = field(default_factory=dict)
     earlier_source: str = ""  #: the --compare path, empty without one
     store: RunStore | None = None  #: on the controller only
+    args: list[str] = field(default_factory=list)  #: the command line, for the record
     started: float = field(default_factory=time.time)
 
     @classmethod
@@ -43,7 +43,8 @@ class MlperfSession:
         if not 0 <= tolerance < 1:
             raise pytest.UsageError(f"--tolerance must be a fraction in [0, 1), e.g. 0.05; got {tolerance}")
         systems, problem = _systems(config)
-        session = cls(systems=systems, problem=problem, tolerance=tolerance)
+        args = list(config.invocation_params.args)
+        session = cls(systems=systems, problem=problem, tolerance=tolerance, args=args)
         compare = config.getoption("mlperf_compare")
         if compare:
             session.earlier, session.earlier_source = _earlier(Path(compare)), compare
@@ -70,7 +71,7 @@ class MlperfSession:
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.started)),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "exitstatus": exitstatus,
-            "argv": sys.argv[1:],
+            "args": self.args,
             "systems": [s.name for s in self.systems or []],
             "compare": self.earlier_source,
             "tolerance": self.tolerance,

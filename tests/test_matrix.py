@@ -90,3 +90,11 @@ def test_bad_mlperf_mark_is_a_usage_error(project) -> None:
     assert result.ret == pytest.ExitCode.INTERRUPTED
     result.stdout.fnmatch_lines(["test_bad.py::test_x: @pytest.mark.mlperf: unknown benchmark 'resnt50'; known: *"])
     assert "Traceback" not in result.stdout.str() and "site-packages" not in result.stdout.str()
+
+
+def test_case_fixture_without_the_mark_fails_clearly(project) -> None:
+    project.add_system(system())
+    project.pytester.makepyfile(test_nomark="def test_x(case):\n    pass\n")
+    result = project.run("--system=toy", "test_nomark.py")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*test_nomark.py::test_x: the `case` fixture needs @pytest.mark.mlperf(task, ...)*"])

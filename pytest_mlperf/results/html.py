@@ -38,7 +38,7 @@ HEADER = [
 def figures(record: Record) -> str:
     """One test's figures, shown under its row."""
     rows = "".join(
-        f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
+        f"<tr><th>{html.escape(k)}</th><td>{html.escape(f'{v:.4g}' if isinstance(v, float) else str(v))}</td></tr>"
         for k, v in record.to_dict().items()
         if k not in LISTS and v not in ("", None)
     )
