@@ -39,8 +39,9 @@ def test_tables_have_one_row_per_test(project) -> None:
     md = (latest / "results.md").read_text()
     assert "| toy-bf16-toy" in md and "no baseline" in md and "# Throughput by system" in md
     pivot = read_csv(latest / "pivot.csv")
-    assert [row["system"] for row in pivot] == ["gpu", "toy"]
-    assert pivot[0]["toy-fp32 (samples/s)"] == ""  # skipped: empty, never a number
+    assert [row["system"] for row in pivot] == ["toy", "gpu"]  # in the order of --system
+    assert list(pivot[0])[1:] == ["toy-fp32 (samples/s)", "toy-bf16 (samples/s)"]
+    assert pivot[1]["toy-fp32 (samples/s)"] == ""  # skipped: empty, never a number
     page = (latest / "report.html").read_text()
     assert "pytest-mlperf results" in page and "toy-bf16-toy" in page and "no baseline" in page
 

@@ -31,7 +31,10 @@ def pivot(records: Sequence[Record]) -> pd.DataFrame:
             cells[(r.system, column)] = round(r.mean, 1)
         else:
             cells.setdefault((r.system, column), "failed" if r.outcome in ("failed", "error") else "")
-    table = pd.Series(cells, dtype=object).unstack() if cells else pd.DataFrame()
+    if not cells:
+        return pd.DataFrame()
+    rows, columns = (list(dict.fromkeys(key[i] for key in cells)) for i in (0, 1))  # in test order
+    table = pd.Series(cells, dtype=object).unstack().reindex(index=rows, columns=columns)
     table.index.name = "system"
     return table.fillna("")
 
