@@ -7,15 +7,17 @@ import torch
 
 from .config.matrix import Case
 from .resources.devices import Unavailable, describe, place
-from .results.verdict import against_baseline, against_earlier
+from .results.verdict import against_baseline, against_earlier, against_quality
 from .run.measure import Measurement, NonFiniteLoss, Plan, measure, synchronizer
 from .run.precision import float32_math, resolve, unsupported
-from .run.training import training_step
+from .run.quality import QualityResult, converge
 from .session import MlperfSession
+from .workloads.registry import Setup
 
 SESSION = pytest.StashKey[MlperfSession]()
 MEASUREMENT = pytest.StashKey[Measurement]()
 DEVICE = pytest.StashKey[str]()
+QUALITY = pytest.StashKey[QualityResult]()
 
 
 @pytest.fixture
@@ -50,16 +52,23 @@ class Bench:
         self.node = node
 
     def train(self) -> Measurement:
+        """Measure throughput, then keep training to the workload's quality target (checked by `check`)."""
         case, s = self.case, self.case.settings
         precision = resolve(case.precision, self.device)
-        plan = Plan(warmup=s.warmup, repeat=s.repeat, number=s.number, items_per_step=s.global_batch)
+        setup = Setup(case.workload.presets[s.preset], s.device_batch, self.device, precision)
         with float32_math(precision):
-            step = training_step(case.workload, case.workload.presets[s.preset], s.device_batch, self.device, precision)
+            trainer = case.workload.build(setup)
+            plan = Plan(s.warmup, s.repeat, s.number, items_per_step=trainer.items_per_step * s.devices)
             try:
-                result = measure(step, plan, synchronizer(self.device))
+                result = measure(trainer.step, plan, synchronizer(self.device))
+                self.node.stash[MEASUREMENT] = result
+                self.node.stash[QUALITY] = converge(trainer, case.workload.quality, result.steps)
             except NonFiniteLoss as exc:
-                pytest.fail(f"{case.id}: {exc}", pytrace=False)
-        self.node.stash[MEASUREMENT] = result
+                problem = f"{case.id}: {exc}"
+            else:
+                problem = ""
+        if problem:
+            pytest.fail(problem, pytrace=False)
         return result
 
     def check(self, measurement: Measurement) -> None:
@@ -70,6 +79,7 @@ class Bench:
         if self.session.earlier_source:
             earlier = self.session.earlier_for(self.case)
             verdicts.append(against_earlier(mean, unit, earlier, self.session.tolerance, self.session.earlier_source))
+        verdicts.append(against_quality(self.node.stash[QUALITY]))
         failures = [v.message for v in verdicts if v.failed]
         if failures:
             on = describe(self.device)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from .config.matrix import Case
-from .fixtures import DEVICE, MEASUREMENT, SESSION
+from .fixtures import DEVICE, MEASUREMENT, QUALITY, SESSION
 from .results import html as html_report
 from .results.record import PROPERTY, Record, build
 from .session import MlperfSession
@@ -75,6 +75,7 @@ def attach_record(item: pytest.Item, call: pytest.CallInfo[None], report: pytest
         case,
         item.stash.get(DEVICE, ""),
         item.stash.get(MEASUREMENT, None),
+        item.stash.get(QUALITY, None),
         session.earlier_for(case),
         session.tolerance,
         session.earlier_source,

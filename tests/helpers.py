@@ -15,7 +15,8 @@ REPO = Path(__file__).resolve().parent.parent
 TOY_CONFTEST = """
 import torch
 from torch import nn
-from pytest_mlperf.workloads import Workload, known, register
+from pytest_mlperf.run.training import Supervised
+from pytest_mlperf.workloads import Quality, Workload, known, register
 
 
 class Toy(nn.Module):
@@ -31,19 +32,31 @@ class Toy(nn.Module):
         return out * float("nan") if self.calls == self.nan_at else out
 
 
-def batch(preset, batch_size, device):
-    g = torch.Generator(device=device).manual_seed(0)
-    x = torch.randn(batch_size, 8, generator=g, device=device)
-    return x, x.sum(1, keepdim=True)
+def batches(batch_size, count, seed):
+    g = torch.Generator().manual_seed(seed)
+    xs = [torch.randn(batch_size, 8, generator=g) for _ in range(count)]
+    return [(x, x.sum(1, keepdim=True)) for x in xs]
+
+
+def mse(model, held_out):
+    return sum(float(nn.functional.mse_loss(model(x).float(), y)) for x, y in held_out) / len(held_out)
+
+
+def build(setup):
+    return Supervised(
+        setup, Toy(setup.preset["nan_at"]), batches(setup.batch_size, 16, 0),
+        loss=lambda out, target: nn.functional.mse_loss(out.float(), target.float()),
+        optimizer=lambda model: torch.optim.SGD(model.parameters(), lr=0.05),
+        metric=mse, held_out=batches(setup.batch_size, 1, 1),
+    )
 
 
 if "toy" not in known():
     register(Workload(
         name="toy", family="toys", task="training", unit="samples/s", description="a linear regression",
         presets={"cpu": {"nan_at": -1}, "real": {"nan_at": -1}, "nan": {"nan_at": 7}},
-        build_model=lambda preset: Toy(preset["nan_at"]), synthetic_batch=batch,
-        loss=lambda out, target: nn.functional.mse_loss(out.float(), target),
-        optimizer=lambda params, batch_size, device: torch.optim.SGD(params, lr=0.01),
+        build=build,
+        quality=Quality("MSE", target=0.5, max_steps=400, eval_every=20, higher_is_better=False),
     ))
 """
 

@@ -17,7 +17,8 @@ import torch
 
 from ..config.matrix import Case
 from ..run.measure import Measurement
-from .verdict import against_baseline, against_earlier
+from ..run.quality import QualityResult
+from .verdict import against_baseline, against_earlier, against_quality
 
 PROPERTY = "mlperf_record"  #: the user_properties key a Record travels under
 
@@ -60,6 +61,11 @@ class Record:
     earlier: float | None = None
     earlier_ratio: float | None = None
     earlier_status: str = ""
+    quality_metric: str = ""
+    quality_value: float | None = None
+    quality_target: float | None = None
+    quality_steps: int | None = None  #: training steps when the target was reached (or the budget ran out)
+    quality_status: str = ""  #: reached or not reached
     duration: float | None = None  #: the whole test call, setup of the model included
     threads: int = 0
     torch: str = str(torch.__version__)
@@ -93,6 +99,7 @@ def build(
     case: Case,
     device: str,
     measurement: Measurement | None,
+    quality: QualityResult | None,
     earlier: float | None,
     tolerance: float,
     earlier_source: str,
@@ -123,6 +130,10 @@ def build(
     if s.baseline is not None:
         record.baseline, record.tolerance = s.baseline.throughput, s.baseline.tolerance
         record.baseline_source = s.baseline.source
+    if quality is not None:
+        record.quality_metric, record.quality_value = quality.metric, quality.value
+        record.quality_target, record.quality_steps = quality.target, quality.steps
+        record.quality_status = against_quality(quality).status
     if measurement is None:
         return record
     summary = measurement.summary()

@@ -11,7 +11,8 @@ from .record import COLUMNS, Record
 #: the columns people read; the CSV and JSON keep every column
 SHOWN = [
     "id", "outcome", "global_batch", "devices", "mean", "sd_pct", "unit",
-    "baseline", "baseline_ratio", "baseline_status", "earlier_ratio", "earlier_status", "duration",
+    "baseline", "baseline_ratio", "baseline_status", "earlier_ratio", "earlier_status", "quality_value",
+    "quality_status", "duration",
 ]  # fmt: skip
 
 
@@ -40,7 +41,7 @@ def pivot(records: Sequence[Record]) -> pd.DataFrame:
 
 
 def markdown(records: Sequence[Record]) -> str:
-    shown = frame(records)[SHOWN].copy()
+    shown = frame(records)[SHOWN].astype(object)
     for column, digits in (("mean", 2), ("sd_pct", 1), ("baseline_ratio", 3), ("earlier_ratio", 3), ("duration", 1)):
         shown[column] = shown[column].map(lambda v, d=digits: "" if pd.isna(v) else f"{v:.{d}f}")
     table = pivot(records)

@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..config.schema import Baseline
+from ..run.quality import QualityResult
 
 MET, BELOW, NO_BASELINE = "met", "below", "no baseline"
 OK, SLOWER, NO_EARLIER = "ok", "slower", "no earlier run"
+REACHED, NOT_REACHED = "reached", "not reached"
 
 
 @dataclass(frozen=True)
@@ -18,7 +20,7 @@ class Verdict:
 
     @property
     def failed(self) -> bool:
-        return self.status in (BELOW, SLOWER)
+        return self.status in (BELOW, SLOWER, NOT_REACHED)
 
 
 def against_baseline(mean: float, unit: str, baseline: Baseline | None) -> Verdict:
@@ -51,4 +53,15 @@ def against_earlier(mean: float, unit: str, earlier: float | None, tolerance: fl
         ratio,
         f"measured {mean:.4g} {unit} vs {earlier:.4g} {unit} in {source}: {change}, "
         f"{relation} --tolerance {tolerance:.0%}",
+    )
+
+
+def against_quality(result: QualityResult) -> Verdict:
+    """Fails when the synthetic task's quality target was not reached within the workload's step budget."""
+    status = REACHED if result.reached else NOT_REACHED
+    relation = "reached" if result.reached else "did not reach"
+    return Verdict(
+        status,
+        None,
+        f"{result.metric} {result.value:.4g} {relation} the target {result.target:.4g} in {result.steps} steps",
     )

@@ -22,11 +22,19 @@ from ..results.stats import Summary, summarize
 class NonFiniteLoss(AssertionError):
     """The loss became NaN or infinite; the test fails naming the step."""
 
-    def __init__(self, step: int, value: float, warmup: int) -> None:
-        phase = f"warm-up step {step + 1} of {warmup}" if step < warmup else f"measured step {step - warmup + 1}"
+    def __init__(self, step: int, value: float, phase: str) -> None:
         super().__init__(f"loss became {value} at step {step} ({phase}); training diverged")
         self.step = step
         self.value = value
+
+
+def finite_losses(losses: list[Tensor], first_step: int, phase: Callable[[int], str]) -> list[float]:
+    """Copy a block's losses to the host (after its clock stopped) and fail at the first non-finite one."""
+    values = torch.stack(losses).float().cpu().tolist() if losses else []
+    for offset, value in enumerate(values):
+        if not math.isfinite(value):
+            raise NonFiniteLoss(first_step + offset, value, phase(first_step + offset))
+    return values
 
 
 @dataclass(frozen=True)
@@ -50,6 +58,10 @@ class Measurement:
         return [items * 1e9 / ns for ns in self.block_ns]
 
     @property
+    def steps(self) -> int:
+        return len(self.losses)
+
+    @property
     def seconds(self) -> float:
         return sum(self.block_ns) / 1e9
 
@@ -66,12 +78,13 @@ def synchronizer(device: torch.device) -> Callable[[], None]:
 def measure(step: Callable[[], Tensor], plan: Plan, sync: Callable[[], None]) -> Measurement:
     result = Measurement(plan)
 
+    def phase(step: int) -> str:
+        if step < plan.warmup:
+            return f"warm-up step {step + 1} of {plan.warmup}"
+        return f"measured step {step - plan.warmup + 1}"
+
     def record(losses: list[Tensor]) -> None:
-        values = torch.stack(losses).float().cpu().tolist() if losses else []
-        for offset, value in enumerate(values):
-            if not math.isfinite(value):
-                raise NonFiniteLoss(len(result.losses) + offset, value, plan.warmup)
-        result.losses.extend(values)
+        result.losses.extend(finite_losses(losses, len(result.losses), phase))
 
     record([step() for _ in range(plan.warmup)])
     sync()

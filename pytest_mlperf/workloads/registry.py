@@ -1,20 +1,58 @@
-"""The catalogue of workloads: what each benchmark trains, on what data, and in which unit it is reported.
+"""The catalogue of workloads: what each benchmark trains, on what data, how its quality is judged, in which unit.
 
-Workloads never time themselves; they describe a model, a synthetic batch, a loss and an optimizer, and
-`pytest_mlperf.run` turns that into a step for `pytest_mlperf.run.measure` to time. A conftest or another plugin
-registers its own with `register(Workload(...))` before collection.
+A workload never times itself: `build` returns a Trainer whose `step` `pytest_mlperf.run.measure` times, and whose
+`evaluate` the quality check calls. A conftest or another plugin registers its own with `register(Workload(...))`
+before collection.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
+
+from ..run.precision import Precision
 
 Preset = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What a Trainer is built for: one device's share of a case."""
+
+    preset: Preset
+    batch_size: int  #: per device
+    device: torch.device
+    precision: Precision
+
+
+class Trainer(Protocol):
+    #: units of the workload's throughput (images, tokens, samples, ...) one step processes on this device
+    items_per_step: int
+
+    def step(self) -> Tensor:
+        """One training step; returns the detached loss without synchronising with the device."""
+        ...
+
+    def evaluate(self) -> float:
+        """The quality metric on held-out data of the same (learnable, synthetic) task."""
+        ...
+
+
+@dataclass(frozen=True)
+class Quality:
+    metric: str  #: e.g. "top-1 accuracy"
+    target: float  #: what the synthetic task must reach, in any preset
+    max_steps: int  #: training steps allowed to reach it, the measured ones included
+    eval_every: int = 5  #: steps between evaluations while converging
+    real_target: float | None = None  #: the published target on the real dataset (e.g. MLPerf's 0.759 top-1)
+    higher_is_better: bool = True
+
+    def reached(self, value: float) -> bool:
+        return value >= self.target if self.higher_is_better else value <= self.target
 
 
 @dataclass(frozen=True)
@@ -26,12 +64,8 @@ class Workload:
     description: str
     #: size presets: "real" is the published configuration, "cpu" runs in seconds on a 2-core machine
     presets: Mapping[str, Preset]
-    build_model: Callable[[Preset], nn.Module]
-    synthetic_batch: Callable[[Preset, int, torch.device], tuple[Tensor, Tensor]]
-    loss: Callable[[Tensor, Tensor], Tensor]
-    optimizer: Callable[[Iterable[nn.Parameter], int, torch.device], torch.optim.Optimizer]
-    #: image models run faster with NHWC tensors on CUDA's tensor cores
-    channels_last: bool = False
+    build: Callable[[Setup], Trainer]
+    quality: Quality
 
 
 _WORKLOADS: dict[str, Workload] = {}

@@ -7,14 +7,16 @@ variant NVIDIA's and MLPerf's reference implementations train and publish number
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .registry import Workload, register
+from ..run.training import Supervised
+from .metrics import top1
+from .registry import Quality, Setup, Workload, register
+from .synthetic import class_images
 
 #: Bottleneck blocks per stage for ResNet-50.
 LAYERS = (3, 4, 6, 3)
@@ -74,27 +76,21 @@ class ResNet(nn.Module):
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
-def build_model(preset: Mapping[str, Any]) -> nn.Module:
-    return ResNet(num_classes=preset["num_classes"])
-
-
-def synthetic_batch(preset: Mapping[str, Any], batch_size: int, device: torch.device) -> tuple[Tensor, Tensor]:
-    """One fixed batch made on the device, as NVIDIA's `--data-backend synthetic` does: no input pipeline cost."""
-    generator = torch.Generator(device=device).manual_seed(0)
-    size = preset["image_size"]
-    images = torch.randn(batch_size, 3, size, size, device=device, generator=generator)
-    labels = torch.randint(preset["num_classes"], (batch_size,), device=device, generator=generator)
-    return images, labels
-
-
-def loss(logits: Tensor, labels: Tensor) -> Tensor:
-    return F.cross_entropy(logits.float(), labels, label_smoothing=0.1)
-
-
-def optimizer(params: Iterable[nn.Parameter], batch_size: int, device: torch.device) -> torch.optim.Optimizer:
-    """SGD with momentum and NVIDIA's hyper-parameters (lr 0.256 per 256 images), fused kernels where available."""
-    return torch.optim.SGD(
-        params, lr=0.256 * batch_size / 256, momentum=0.875, weight_decay=3.0517578125e-05, fused=True
+def build(setup: Setup) -> Supervised:
+    p, batch, device = setup.preset, setup.batch_size, setup.device
+    batches = class_images(p["num_classes"], p["image_size"], batch, p["batches"] + 2, device)
+    train, held_out = batches[:-2], batches[-2:]  # same class patterns, other noise and labels
+    return Supervised(
+        setup,
+        ResNet(num_classes=p["num_classes"]),
+        train,
+        loss=lambda logits, labels: F.cross_entropy(logits.float(), labels, label_smoothing=0.1),
+        optimizer=lambda model: torch.optim.SGD(
+            model.parameters(), lr=0.256 * batch / 256, momentum=0.875, weight_decay=3.0517578125e-05, fused=True
+        ),
+        metric=top1,
+        held_out=held_out,
+        channels_last=True,
     )
 
 
@@ -106,13 +102,10 @@ register(
         unit="img/s",
         description="ResNet-50 v1.5, SGD with momentum, synthetic ImageNet-shaped data",
         presets={
-            "real": {"image_size": 224, "num_classes": 1000},
-            "cpu": {"image_size": 32, "num_classes": 1000},
+            "real": {"image_size": 224, "num_classes": 1000, "batches": 4},
+            "cpu": {"image_size": 32, "num_classes": 4, "batches": 4},
         },
-        build_model=build_model,
-        synthetic_batch=synthetic_batch,
-        loss=loss,
-        optimizer=optimizer,
-        channels_last=True,
+        build=build,
+        quality=Quality("top-1 accuracy", target=0.9, max_steps=40, real_target=0.759),
     )
 )
