@@ -31,8 +31,9 @@ from pytest_mlperf.config.schema import load_system
 from pytest_mlperf.results.stats import summarize
 from pytest_mlperf.run.measure import Plan, measure
 from pytest_mlperf.run.precision import resolve
-from pytest_mlperf.run.training import training_step
-from pytest_mlperf.workloads import Workload, resnet
+from pytest_mlperf.run.training import Supervised
+from pytest_mlperf.workloads import Setup, resnet
+from pytest_mlperf.workloads.synthetic import class_images
 
 REPO = Path(__file__).resolve().parent.parent
 CPU = torch.device("cpu")
@@ -50,9 +51,8 @@ def through_plugin(reports: Path) -> float:
 def bare_resnet_step(batch: int) -> Callable[[], None]:
     preset = workloads.get("resnet50").presets["cpu"]
     model = resnet.ResNet(num_classes=preset["num_classes"]).to(memory_format=torch.channels_last).train()
-    size = preset["image_size"]
-    images = torch.randn(batch, 3, size, size).to(memory_format=torch.channels_last)
-    labels = torch.randint(preset["num_classes"], (batch,))
+    images, labels = class_images(preset["num_classes"], preset["image_size"], batch, 1, CPU)[0]
+    images = images.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.256 * batch / 256, momentum=0.875,
                                 weight_decay=3.0517578125e-05, fused=True)  # fmt: skip
 
@@ -74,18 +74,22 @@ def bare_rate(step: Callable[[], None], items: int, warmup: int, iterations: int
     return items * iterations / (time.perf_counter() - start)
 
 
-TINY = Workload(
-    name="tiny", family="tiny", task="training", unit="samples/s", description="Linear(16, 1)",
-    presets={"cpu": {}}, build_model=lambda preset: nn.Linear(16, 1),
-    synthetic_batch=lambda preset, batch, device: (torch.randn(batch, 16), torch.randn(batch, 1)),
-    loss=F.mse_loss, optimizer=lambda params, batch, device: torch.optim.SGD(params, lr=0.01, foreach=True),
-)  # fmt: skip
+def tiny_data() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    return nn.Linear(16, 1), torch.randn(4, 16), torch.randn(4, 1)
+
+
+def tiny_harness_step() -> Callable[[], torch.Tensor]:
+    """The tiny model's step as every workload runs it: through Supervised (autocast, Updater, loss kept)."""
+    model, inputs, targets = tiny_data()
+    setup = Setup({}, 4, CPU, resolve("fp32", CPU))
+    optimizer = lambda m: torch.optim.SGD(m.parameters(), lr=0.01, foreach=True)  # noqa: E731
+    trainer = Supervised(setup, model, [(inputs, targets)], F.mse_loss, optimizer, lambda m, b: 0.0, [])
+    return trainer.step
 
 
 def tiny_bare_step() -> Callable[[], None]:
-    model = TINY.build_model({})
-    inputs, targets = TINY.synthetic_batch({}, 4, CPU)
-    optimizer = TINY.optimizer(model.parameters(), 4, CPU)
+    model, inputs, targets = tiny_data()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, foreach=True)
 
     def step() -> None:
         F.mse_loss(model(inputs), targets).backward()
@@ -101,8 +105,8 @@ def per_step_cost(rounds: int, steps: int = 4000) -> tuple[float, float, list[fl
     harness, bare = [], []
     for i in range(rounds * 2):
         if i % 2 == (i // 2) % 2:
-            step = training_step(TINY, {}, 4, CPU, resolve("fp32", CPU))
-            result = measure(step, Plan(warmup=100, repeat=4, number=steps // 4, items_per_step=1), lambda: None)
+            plan = Plan(warmup=100, repeat=4, number=steps // 4, items_per_step=1)
+            result = measure(tiny_harness_step(), plan, lambda: None)
             harness.append(result.seconds / steps * 1e6)
         else:
             bare.append(1e6 / bare_rate(tiny_bare_step(), 1, 100, steps))

@@ -46,7 +46,7 @@ def build(setup):
     return Supervised(
         setup, Toy(setup.preset["nan_at"]), batches(setup.batch_size, 16, 0),
         loss=lambda out, target: nn.functional.mse_loss(out.float(), target.float()),
-        optimizer=lambda model: torch.optim.SGD(model.parameters(), lr=0.05),
+        optimizer=lambda model: torch.optim.SGD(model.parameters(), lr=setup.preset.get("lr", 0.05)),
         metric=mse, held_out=batches(setup.batch_size, 1, 1),
     )
 
@@ -54,7 +54,9 @@ def build(setup):
 if "toy" not in known():
     register(Workload(
         name="toy", family="toys", task="training", unit="samples/s", description="a linear regression",
-        presets={"cpu": {"nan_at": -1}, "real": {"nan_at": -1}, "nan": {"nan_at": 7}},
+        presets={
+            "cpu": {"nan_at": -1}, "real": {"nan_at": -1}, "nan": {"nan_at": 7}, "stuck": {"nan_at": -1, "lr": 0.0},
+        },
         build=build,
         quality=Quality("MSE", target=0.5, max_steps=400, eval_every=20, higher_is_better=False),
     ))

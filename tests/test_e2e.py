@@ -42,6 +42,8 @@ def test_resnet50_cpu_suite_writes_consistent_results(pytester: pytest.Pytester,
     assert record["outcome"] == "passed" and record["baseline_status"] == "met"
     assert record["baseline_ratio"] == pytest.approx(record["mean"] / record["baseline"])
     assert record["unit"] == "img/s" and record["device"].startswith("cpu")
+    assert record["quality_metric"] == "top-1 accuracy" and record["quality_status"] == "reached"
+    assert record["quality_value"] >= record["quality_target"] == 0.9
     check_consistent(record)
     assert data["run"]["systems"] == ["cpu"] and data["run"]["exitstatus"] == 0
     page = (latest / "report.html").read_text()

@@ -69,6 +69,15 @@ def test_nan_loss_fails_naming_the_step(project) -> None:
     assert row["mean"] is None and "step 6" in row["message"]
 
 
+def test_quality_not_reached_fails_with_the_metric(project) -> None:
+    project.add_system(system(preset="stuck"))
+    result = project.run("--system=toy")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*toy-fp32-toy on cpu*: MSE * did not reach the target 0.5 in 400 steps*"])
+    (row,) = project.results()
+    assert row["quality_status"] == "not reached" and row["quality_steps"] == 400 and row["mean"] is not None
+
+
 def test_compare_fails_regressions_matched_by_case_not_node_id(project) -> None:
     project.add_system(system(precisions=PRECISIONS))
     project.run("--system=toy").assert_outcomes(passed=2)
