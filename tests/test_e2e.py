@@ -32,15 +32,19 @@ def check_consistent(record: dict) -> None:
 
 def test_resnet50_cpu_suite_writes_consistent_results(pytester: pytest.Pytester, tmp_path: Path) -> None:
     result = run_suite(pytester, tmp_path, "-m", "resnet and fp32")
-    assert result.ret == pytest.ExitCode.OK, result.stdout.str()
+    # The throughput verdict depends on how busy this machine is (the verdict logic has its own tests): here the
+    # run must complete, and a failure may only be the baseline, consistent with the numbers.
+    assert result.ret in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED), result.stdout.str()
     latest = tmp_path / "latest"
     for name in ("results.csv", "results.json", "results.jsonl", "results.md", "pivot.csv", "report.html"):
         assert (latest / name).is_file(), name
     data = json.loads((latest / "results.json").read_text())
     (record,) = data["records"]
     assert record["id"] == "resnet50-fp32-cpu" and record["test"].endswith("test_train[resnet50-fp32-cpu]")
-    assert record["outcome"] == "passed" and record["baseline_status"] == "met"
     assert record["baseline_ratio"] == pytest.approx(record["mean"] / record["baseline"])
+    met = record["mean"] >= record["baseline"] * (1 - record["tolerance"])
+    assert record["baseline_status"] == ("met" if met else "below")
+    assert record["outcome"] == "passed" if met else "is below the target" in record["message"]
     assert record["unit"] == "img/s" and record["device"].startswith("cpu")
     assert record["quality_metric"] == "top-1 accuracy" and record["quality_status"] == "reached"
     assert record["quality_value"] >= record["quality_target"] == 0.9
