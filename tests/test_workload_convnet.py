@@ -3,10 +3,9 @@ published model size."""
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
+from helpers import assert_learns
 
 from pytest_mlperf.run.precision import resolve
 from pytest_mlperf.run.quality import converge
@@ -42,15 +41,7 @@ def test_items_per_step_counts_images() -> None:
 
 def test_learns_in_fp32() -> None:
     trainer = build()
-    quality = WORKLOAD.quality
-    assert not quality.reached(trainer.evaluate()), "the target must not be reachable before training"
-    assert trainer.model.training, "evaluate() must restore train mode"
-    first = [float(trainer.step()) for _ in range(5)]
-    result = converge(trainer, quality, len(first))
-    assert result.reached, result
-    last = [float(trainer.step()) for _ in range(5)]
-    assert all(math.isfinite(v) for v in first + last)
-    assert sum(last) < sum(first)
+    assert_learns(trainer, WORKLOAD.quality, trainer.model)
 
 
 def test_learns_in_bf16() -> None:

@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from helpers import assert_learns
 
 from pytest_mlperf.run.precision import resolve
 from pytest_mlperf.run.quality import converge
@@ -50,16 +51,7 @@ def test_step_updates_both_networks() -> None:
 
 def test_learns_in_fp32() -> None:
     trainer = build()
-    quality = WORKLOAD.quality
-    start = trainer.evaluate()
-    assert not quality.reached(start), f"accuracy {start} before training"
-    assert trainer.discriminator.training, "evaluate() must restore train mode"
-    first = [float(trainer.step()) for _ in range(5)]
-    result = converge(trainer, quality, len(first))
-    assert result.reached, result
-    last = [float(trainer.step()) for _ in range(5)]
-    assert all(math.isfinite(v) for v in first + last)
-    assert sum(last) < sum(first)
+    assert_learns(trainer, WORKLOAD.quality, trainer.discriminator)
 
 
 def test_learns_in_bf16() -> None:
