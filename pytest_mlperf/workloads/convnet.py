@@ -17,8 +17,6 @@ Data: `synthetic.class_images`, a fixed random pattern per class plus as much Ga
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -26,6 +24,7 @@ from torch import Tensor, nn
 from ..run.training import Supervised
 from .metrics import top1
 from .registry import Preset, Quality, Setup, Workload, register
+from .resnet import ResNet
 from .synthetic import class_images
 
 #: torchvision.models.resnet18: BasicBlocks per stage, and the published parameter count (1000 classes).
@@ -35,6 +34,8 @@ PARAMETERS = 11_689_512
 
 class BasicBlock(nn.Module):
     """Two 3x3 convolutions with BN and ReLU, and an identity (or 1x1 projection) shortcut."""
+
+    expansion = 1
 
     def __init__(self, inplanes: int, planes: int, stride: int) -> None:
         super().__init__()
@@ -54,37 +55,8 @@ class BasicBlock(nn.Module):
         return F.relu(out + self.downsample(x), inplace=True)
 
 
-class ResNet(nn.Module):
-    """ResNet of BasicBlocks; `width` is the first stage's channel count (64 in the paper), doubled per stage."""
-
-    def __init__(self, layers: Sequence[int] = LAYERS, width: int = 64, num_classes: int = 1000) -> None:
-        super().__init__()
-        self.stem = nn.Sequential(
-            nn.Conv2d(3, width, 7, stride=2, padding=3, bias=False),
-            nn.BatchNorm2d(width),
-            nn.ReLU(inplace=True),
-            nn.MaxPool2d(3, stride=2, padding=1),
-        )
-        blocks: list[nn.Module] = []
-        inplanes = width
-        for i, count in enumerate(layers):
-            planes = width * 2**i
-            for b in range(count):
-                blocks.append(BasicBlock(inplanes, planes, stride=2 if b == 0 and i > 0 else 1))
-                inplanes = planes
-        self.stages = nn.Sequential(*blocks)
-        self.fc = nn.Linear(inplanes, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.stages(self.stem(x))
-        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
-
-
 def model(p: Preset) -> ResNet:
-    return ResNet(p["layers"], p["width"], p["num_classes"])
+    return ResNet(p["layers"], p["num_classes"], block=BasicBlock, width=p["width"])
 
 
 def build(setup: Setup) -> Supervised:

@@ -50,21 +50,30 @@ class Bottleneck(nn.Module):
 
 
 class ResNet(nn.Module):
-    def __init__(self, layers: Iterable[int] = LAYERS, num_classes: int = 1000) -> None:
+    """A ResNet of `block`s (Bottleneck here, BasicBlock for ResNet-18/34); `width` is the first stage's channel
+    count (64 in the paper), doubled per stage."""
+
+    def __init__(
+        self,
+        layers: Iterable[int] = LAYERS,
+        num_classes: int = 1000,
+        block: type[nn.Module] = Bottleneck,
+        width: int = 64,
+    ) -> None:
         super().__init__()
         self.stem = nn.Sequential(
-            nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False),
-            nn.BatchNorm2d(64),
+            nn.Conv2d(3, width, 7, stride=2, padding=3, bias=False),
+            nn.BatchNorm2d(width),
             nn.ReLU(inplace=True),
             nn.MaxPool2d(3, stride=2, padding=1),
         )
         stages: list[nn.Module] = []
-        inplanes = 64
+        inplanes = width
         for i, blocks in enumerate(layers):
-            planes = 64 * 2**i
+            planes = width * 2**i
             for b in range(blocks):
-                stages.append(Bottleneck(inplanes, planes, stride=2 if b == 0 and i > 0 else 1))
-                inplanes = planes * Bottleneck.expansion
+                stages.append(block(inplanes, planes, stride=2 if b == 0 and i > 0 else 1))
+                inplanes = planes * block.expansion
         self.stages = nn.Sequential(*stages)
         self.fc = nn.Linear(inplanes, num_classes)
         for m in self.modules():
