@@ -7,7 +7,7 @@ from collections.abc import Generator
 import pytest
 
 from .config.matrix import expand, marker_lines
-from .fixtures import SESSION, bench, case, device  # noqa: F401  (fixtures)
+from .fixtures import SESSION, bench, case, dataset, device  # noqa: F401  (fixtures)
 from .reporting import Reporter, attach_record
 from .session import MlperfSession
 
@@ -43,6 +43,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="allowed slowdown against --compare (default 0.05)",
     )
     group.addoption(
+        "--data-dir",
+        dest="mlperf_data_dir",
+        metavar="DIR",
+        help="train on real datasets under DIR (DIR/imagenet, ...), prepared there once; "
+        "default: the mlperf_data_dir ini value, else synthetic data",
+    )
+    group.addoption(
         "--mlperf-reports",
         dest="mlperf_reports",
         metavar="DIR",
@@ -50,6 +57,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     parser.addini("mlperf_systems", "directories of system files (default: systems/ under the rootdir)", type="paths")
     parser.addini("mlperf_reports", "directory for run folders, relative to the rootdir", default="reports")
+    parser.addini("mlperf_data_dir", "directory of real datasets (as --data-dir), relative to the rootdir")
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-html's, which reads --html

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from .config.matrix import Case
-from .fixtures import DEVICE, MEASUREMENT, QUALITY, SESSION
+from .fixtures import DATA, DEVICE, MEASUREMENT, QUALITY, SESSION, WORK
 from .results import html as html_report
 from .results.record import PROPERTY, Record, build
 from .session import MlperfSession
@@ -76,11 +76,13 @@ def attach_record(item: pytest.Item, call: pytest.CallInfo[None], report: pytest
         item.stash.get(DEVICE, ""),
         item.stash.get(MEASUREMENT, None),
         item.stash.get(QUALITY, None),
+        item.stash.get(WORK, None),
         session.earlier_for(case),
         session.tolerance,
         session.earlier_source,
     )
     record.test = item.nodeid
+    record.data = item.stash.get(DATA, "")
     record.outcome = _outcome(report)
     record.message = _message(report)
     record.duration = report.duration

@@ -137,16 +137,16 @@ class Project:
         return json.loads((self.latest / "results.json").read_text())["records"]
 
 
-def assert_learns(trainer: Any, quality: Any, module: Any) -> None:
+def assert_learns(trainer: Any, quality: Any, module: Any = None) -> None:
     """The workload's target is out of reach untrained, reached by training, with finite losses that fall;
-    `evaluate()` leaves `module` in train mode."""
+    `evaluate()` leaves `module` (default: the trainer's `model`) in train mode."""
     import math
 
     from pytest_mlperf.run.quality import converge
 
     start = trainer.evaluate()
     assert not quality.reached(start), f"{quality.metric} {start} before training"
-    assert module.training, "evaluate() must restore train mode"
+    assert (module or trainer.model).training, "evaluate() must restore train mode"
     first = [float(trainer.step()) for _ in range(5)]
     result = converge(trainer, quality, len(first))
     assert result.reached, result

@@ -22,10 +22,10 @@ def test_titanrtx_resnet_lists_one_test_per_precision(pytester: pytest.Pytester)
 
 
 def test_several_systems_and_marks_select(pytester: pytest.Pytester) -> None:
-    result = collect(pytester, "--system=titanrtx,a100,8xh100", "-m", "amp")
+    result = collect(pytester, "--system=titanrtx,a100,8xh100", "-m", "amp and resnet")
     tests = sorted(line.split("[")[1].rstrip("]") for line in result.outlines if "::" in line)
     assert tests == ["resnet50-amp-8xh100", "resnet50-amp-a100", "resnet50-amp-titanrtx"]
-    result = collect(pytester, "--system=titanrtx,a100", "-m", "training and tf32")
+    result = collect(pytester, "--system=titanrtx,a100", "-m", "training and tf32 and resnet")
     assert [line for line in result.outlines if "::" in line] == [
         "suites/test_training.py::test_train[resnet50-tf32-a100]"
     ]

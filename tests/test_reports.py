@@ -64,7 +64,7 @@ def test_nan_loss_fails_naming_the_step(project) -> None:
     project.add_system(system(preset="nan", warmup=2, repeat=3, number=2))
     result = project.run("--system=toy")
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*toy-fp32-toy: loss became nan at step 6 (measured step 5); training diverged*"])
+    result.stdout.fnmatch_lines(["*toy-fp32-toy: loss became nan at step 6 (measured step 4); training diverged*"])
     (row,) = project.results()
     assert row["mean"] is None and "step 6" in row["message"]
 

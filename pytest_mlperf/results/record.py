@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from ..config.matrix import Case
+from ..run.flops import Work
 from ..run.measure import Measurement
 from ..run.quality import QualityResult
 from .verdict import against_baseline, against_earlier, against_quality
@@ -66,6 +67,13 @@ class Record:
     quality_target: float | None = None
     quality_steps: int | None = None  #: training steps when the target was reached (or the budget ran out)
     quality_status: str = ""  #: reached or not reached
+    quality_minutes: float | None = None  #: time to quality, from the first touch of the training data, as MLPerf
+    data: str = ""  #: "synthetic", or the real dataset and its folder
+    flops_per_item: float | None = None  #: counted in one training step (forward, backward, optimizer)
+    flops_achieved: float | None = None  #: FLOP/s: flops_per_item x mean
+    peak_flops: float | None = None  #: FLOP/s of the run's devices at the precision's math
+    peak_fraction: float | None = None  #: flops_achieved / peak_flops
+    peak_source: str = ""
     duration: float | None = None  #: the whole test call, setup of the model included
     threads: int = 0
     torch: str = str(torch.__version__)
@@ -75,7 +83,7 @@ class Record:
     finished: str = ""
     block_ns: list[int] = field(default_factory=list)
     rates: list[float] = field(default_factory=list)  #: items/s of each block
-    losses: list[float] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)  #: every step's: the FLOP-counting one, warm-up, measured
 
     @property
     def key(self) -> tuple[str, str, str, int, int]:
@@ -100,6 +108,7 @@ def build(
     device: str,
     measurement: Measurement | None,
     quality: QualityResult | None,
+    work: Work | None,
     earlier: float | None,
     tolerance: float,
     earlier_source: str,
@@ -134,6 +143,14 @@ def build(
         record.quality_metric, record.quality_value = quality.metric, quality.value
         record.quality_target, record.quality_steps = quality.target, quality.steps
         record.quality_status = against_quality(quality).status
+        if quality.time_to_target is not None:
+            record.quality_minutes = quality.time_to_target / 60
+    if work is not None:
+        record.flops_per_item, record.peak_flops, record.peak_source = (
+            work.flops_per_item,
+            work.peak_flops,
+            work.peak_source,
+        )
     if measurement is None:
         return record
     summary = measurement.summary()
@@ -142,6 +159,10 @@ def build(
     record.ci_low, record.ci_high = summary.ci_low, summary.ci_high
     record.seconds = measurement.seconds
     record.block_ns, record.rates, record.losses = measurement.block_ns, measurement.rates, measurement.losses
+    if work is not None:
+        record.flops_achieved = work.flops_per_item * summary.mean
+        if work.peak_flops:
+            record.peak_fraction = record.flops_achieved / work.peak_flops
     baseline = against_baseline(summary.mean, record.unit, s.baseline)
     record.baseline_status, record.baseline_ratio = baseline.status, baseline.ratio
     if earlier_source:

@@ -10,7 +10,7 @@ from .record import COLUMNS, Record
 
 #: the columns people read; the CSV and JSON keep every column
 SHOWN = [
-    "id", "outcome", "global_batch", "devices", "mean", "sd_pct", "unit",
+    "id", "outcome", "global_batch", "devices", "mean", "sd_pct", "unit", "flops_per_item", "peak_fraction",
     "baseline", "baseline_ratio", "baseline_status", "earlier_ratio", "earlier_status", "quality_value",
     "quality_status", "duration",
 ]  # fmt: skip
@@ -42,8 +42,12 @@ def pivot(records: Sequence[Record]) -> pd.DataFrame:
 
 def markdown(records: Sequence[Record]) -> str:
     shown = frame(records)[SHOWN].astype(object)
-    for column, digits in (("mean", 2), ("sd_pct", 1), ("baseline_ratio", 3), ("earlier_ratio", 3), ("duration", 1)):
-        shown[column] = shown[column].map(lambda v, d=digits: "" if pd.isna(v) else f"{v:.{d}f}")
+    formats = {
+        "mean": "{:.2f}", "sd_pct": "{:.1f}", "flops_per_item": "{:.3g}", "peak_fraction": "{:.2%}",
+        "baseline_ratio": "{:.3f}", "earlier_ratio": "{:.3f}", "duration": "{:.1f}",
+    }  # fmt: skip
+    for column, form in formats.items():
+        shown[column] = shown[column].map(lambda v, f=form: "" if pd.isna(v) else f.format(v))
     table = pivot(records)
     pivot_md = table.to_markdown() if not table.empty else "(no measurements)"
     return (

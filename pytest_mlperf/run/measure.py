@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -28,7 +28,7 @@ class NonFiniteLoss(AssertionError):
         self.value = value
 
 
-def finite_losses(losses: list[Tensor], first_step: int, phase: Callable[[int], str]) -> list[float]:
+def finite_losses(losses: Sequence[Tensor], first_step: int, phase: Callable[[int], str]) -> list[float]:
     """Copy a block's losses to the host (after its clock stopped) and fail at the first non-finite one."""
     values = torch.stack(losses).float().cpu().tolist() if losses else []
     for offset, value in enumerate(values):
@@ -75,17 +75,25 @@ def synchronizer(device: torch.device) -> Callable[[], None]:
     return lambda: None
 
 
-def measure(step: Callable[[], Tensor], plan: Plan, sync: Callable[[], None]) -> Measurement:
+def measure(
+    step: Callable[[], Tensor], plan: Plan, sync: Callable[[], None], before: Sequence[Tensor] = ()
+) -> Measurement:
+    """Time `plan`'s blocks of `step`; `before` are the losses of steps already run (the FLOP-counting one), checked
+    and counted first so that step numbers in messages and the quality budget include them."""
     result = Measurement(plan)
 
     def phase(step: int) -> str:
+        if step < len(before):
+            return "the FLOP-counting step before the warm-up"
+        step -= len(before)
         if step < plan.warmup:
             return f"warm-up step {step + 1} of {plan.warmup}"
         return f"measured step {step - plan.warmup + 1}"
 
-    def record(losses: list[Tensor]) -> None:
+    def record(losses: Sequence[Tensor]) -> None:
         result.losses.extend(finite_losses(losses, len(result.losses), phase))
 
+    record(before)
     record([step() for _ in range(plan.warmup)])
     sync()
     for _ in range(plan.repeat):

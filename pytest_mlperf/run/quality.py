@@ -20,6 +20,7 @@ class QualityResult:
     steps: int  #: training steps when it was reached (or the budget, when not)
     seconds: float  #: time spent converging after the measured blocks, evaluations included
     reached: bool
+    time_to_target: float | None = None  #: seconds from the first touch of the training data, when reached
 
 
 def converge(trainer: Trainer, quality: Quality, steps_done: int) -> QualityResult:

@@ -6,11 +6,13 @@ Every workload's step goes through `autocast` and `Updater`, so fp32/tf32/amp/fp
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+import itertools
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.utils.data import DataLoader
 
 from ..workloads.registry import Setup
 
@@ -36,69 +38,124 @@ def cast(value: Any, setup: Setup, channels_last: bool = False) -> Any:
     if isinstance(value, Tensor) and value.is_floating_point():
         fmt = torch.channels_last if channels_last and value.dim() == 4 else torch.preserve_format
         return value.to(device=setup.device, dtype=setup.precision.params, memory_format=fmt)
-    return value.to(setup.device) if isinstance(value, Tensor) else value
+    return value.to(setup.device, non_blocking=True) if isinstance(value, Tensor) else value
+
+
+class OnDevice:
+    """A DataLoader's batches (a real dataset) moved to the device as they are read, in the precision's dtype:
+    iterable again and again (held-out data), and without end through `endless` (training data, epoch after
+    epoch). Pinned host memory (the loader's pin_memory) makes the copies asynchronous."""
+
+    def __init__(self, loader: DataLoader[Any], setup: Setup, channels_last: bool = False) -> None:
+        self.loader = loader
+        self.setup = setup
+        self.channels_last = channels_last
+
+    def __iter__(self) -> Iterator[Batch]:
+        return (cast(batch, self.setup, self.channels_last) for batch in self.loader)
+
+    def endless(self) -> Iterator[Batch]:
+        while True:
+            yield from self
 
 
 class Updater:
-    """backward, optimizer step and zero_grad, through a GradScaler when the precision needs loss scaling."""
+    """backward, optimizer step and zero_grad, through a GradScaler when the precision needs loss scaling; with
+    `clip`, the global gradient norm is clipped first (after unscaling), on the device without a host sync."""
 
-    def __init__(self, optimizer: torch.optim.Optimizer, setup: Setup) -> None:
+    def __init__(self, optimizer: torch.optim.Optimizer, setup: Setup, clip: float | None = None) -> None:
         self.optimizer = optimizer
         self.scaler = torch.amp.GradScaler(setup.device.type) if setup.precision.scaler else None
+        self.clip = clip
+        self.params = [p for group in optimizer.param_groups for p in group["params"]]
 
     def __call__(self, loss: Tensor) -> None:
         if self.scaler is None:
             loss.backward()
+            self._clip()
             self.optimizer.step()
         else:
             self.scaler.scale(loss).backward()
+            if self.clip is not None:
+                self.scaler.unscale_(self.optimizer)
+                self._clip()
             self.scaler.step(self.optimizer)
             self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
+
+    def _clip(self) -> None:
+        if self.clip is not None:
+            nn.utils.clip_grad_norm_(self.params, self.clip, foreach=True)
+
+
+@contextlib.contextmanager
+def evaluating(model: nn.Module, precision: contextlib.AbstractContextManager[Any]) -> Iterator[None]:
+    """Eval mode, no autograd and the precision's autocast for a quality metric; train mode again afterwards."""
+    model.eval()
+    try:
+        with torch.no_grad(), precision:
+            yield
+    finally:
+        model.train()
+
+
+def seeded(factory: Callable[[], nn.Module], seed: int = 0) -> nn.Module:
+    """A model with the same initial weights in every run (so steps-to-target do not vary), the global RNG untouched."""
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)  # CPU only: models are built on the CPU, then moved
+        return factory()
 
 
 def forward(model: nn.Module, inputs: Any) -> Any:
     return model(*inputs) if isinstance(inputs, tuple) else model(inputs)
 
 
+Data = Sequence[Batch] | DataLoader[Any]  #: synthetic batches made up front, or a real dataset's loader
+
+
 class Supervised:
-    """The common Trainer: one model and optimizer, a pool of (inputs, targets) batches cycled on the device
-    (no input-pipeline cost, as NVIDIA's synthetic data backends), one loss, and a metric on held-out batches."""
+    """The common Trainer: one model and optimizer, one loss, and a metric on held-out batches. Its batches are
+    either a pool made up front and cycled on the device (no input-pipeline cost, as NVIDIA's synthetic data
+    backends) or a real dataset's DataLoader, read on and on (the input pipeline is then part of the step)."""
 
     def __init__(
         self,
         setup: Setup,
         model: nn.Module,
-        batches: Sequence[Batch],
+        batches: Data,
         loss: Callable[[Any, Any], Tensor],
         optimizer: Callable[[nn.Module], torch.optim.Optimizer],
-        metric: Callable[[nn.Module, Sequence[Batch]], float],
-        held_out: Sequence[Batch],
+        metric: Callable[[nn.Module, Iterable[Batch]], float],
+        held_out: Data,
         items_per_sample: int = 1,
         channels_last: bool = False,
     ) -> None:
         self.model = prepare(model, setup, channels_last)
-        self.batches = [cast(b, setup, channels_last) for b in batches]
-        self.held_out = [cast(b, setup, channels_last) for b in held_out]
+        self.held_out: Iterable[Batch]
+        if isinstance(batches, DataLoader):
+            self.stream = OnDevice(batches, setup, channels_last).endless()
+        else:
+            self.batches = [cast(b, setup, channels_last) for b in batches]
+            self.stream = itertools.cycle(self.batches)
+        if isinstance(held_out, DataLoader):
+            self.held_out = OnDevice(held_out, setup, channels_last)
+        else:
+            self.held_out = [cast(b, setup, channels_last) for b in held_out]
         self.loss = loss
         self.metric = metric
         self.update = Updater(optimizer(self.model), setup)
         self.autocast = autocast(setup)
         self.items_per_step = setup.batch_size * items_per_sample
-        self.steps = 0
+        #: steps an epoch of a real dataset takes (for its training budget); None for a synthetic pool
+        self.epoch_steps = len(batches) if isinstance(batches, DataLoader) else None
 
     def step(self) -> Tensor:
-        inputs, targets = self.batches[self.steps % len(self.batches)]
-        self.steps += 1
+        inputs, targets = next(self.stream)
         with self.autocast:
             loss = self.loss(forward(self.model, inputs), targets)
         self.update(loss)
         return loss.detach()
 
     def evaluate(self) -> float:
-        self.model.eval()
-        try:
-            with torch.no_grad(), self.autocast:
-                return float(self.metric(self.model, self.held_out))
-        finally:
-            self.model.train()
+        with evaluating(self.model, self.autocast):
+            return float(self.metric(self.model, self.held_out))

@@ -7,8 +7,10 @@ before collection.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Protocol
 
 import torch
@@ -27,6 +29,7 @@ class Setup:
     batch_size: int  #: per device
     device: torch.device
     precision: Precision
+    data: Path | None = None  #: a prepared real dataset (the workload's `dataset`); None: synthetic data
 
 
 class Trainer(Protocol):
@@ -50,9 +53,23 @@ class Quality:
     eval_every: int = 5  #: steps between evaluations while converging
     real_target: float | None = None  #: the published target on the real dataset (e.g. MLPerf's 0.759 top-1)
     higher_is_better: bool = True
+    real_epochs: float | None = None  #: the published training budget on the real dataset
+    real_eval_epochs: float = 1.0  #: how often the real run evaluates
 
     def reached(self, value: float) -> bool:
         return value >= self.target if self.higher_is_better else value <= self.target
+
+    def on_real_data(self, epoch_steps: int | None) -> Quality:
+        """The check on a real dataset of `epoch_steps` steps an epoch: the published target within the published
+        budget, as MLPerf times it; the same check when the workload publishes neither (e.g. a data-loading one)."""
+        if self.real_target is None or self.real_epochs is None or not epoch_steps:
+            return self
+        return replace(
+            self,
+            target=self.real_target,
+            max_steps=math.ceil(self.real_epochs * epoch_steps),
+            eval_every=max(1, round(self.real_eval_epochs * epoch_steps)),
+        )
 
 
 @dataclass(frozen=True)
@@ -66,6 +83,8 @@ class Workload:
     presets: Mapping[str, Preset]
     build: Callable[[Setup], Trainer]
     quality: Quality
+    #: the `pytest_mlperf.data.DATASETS` entry `build` trains on when `Setup.data` is given; None: synthetic only
+    dataset: str | None = None
 
 
 _WORKLOADS: dict[str, Workload] = {}

@@ -1,0 +1,90 @@
+"""The roof for "fraction of peak": a GPU's datasheet peak for the math the precision uses, or on a CPU (which has no
+datasheet to trust from inside a VM) the rate of a large matmul measured once per process."""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass
+
+import torch
+
+from ..run.precision import Precision
+
+
+@dataclass(frozen=True)
+class Peak:
+    flops: float  #: FLOP/s of one device
+    source: str
+
+
+@dataclass(frozen=True)
+class GpuPeaks:
+    """Dense TFLOP/s of one GPU by math: FP32 (CUDA cores), TF32 and FP16/BF16 tensor cores (FP32 accumulate)."""
+
+    match: tuple[str, ...]  #: all of these (case-insensitive) in torch.cuda.get_device_name
+    name: str
+    fp32: float
+    tf32: float | None
+    fp16: float
+    bf16: float | None
+
+
+DATASHEET = "vendor datasheet, dense (no 2:4 sparsity), as in ../shared/reference/gpu-peaks.md"
+#: First match wins: the more specific names first.
+GPUS = (
+    GpuPeaks(("h100", "pcie"), "H100 PCIe", 51.0, 378.0, 756.0, 756.0),
+    GpuPeaks(("h100",), "H100 SXM5", 66.9, 494.7, 989.4, 989.4),
+    GpuPeaks(("h200",), "H200 SXM (the H100 SXM5's compute)", 66.9, 494.7, 989.4, 989.4),
+    GpuPeaks(("a100",), "A100", 19.5, 156.0, 312.0, 312.0),
+    GpuPeaks(("v100", "pcie"), "V100 PCIe", 14.0, None, 112.0, None),
+    GpuPeaks(("v100",), "V100 SXM2", 15.7, None, 125.0, None),
+    GpuPeaks(("t4",), "T4", 8.1, None, 65.0, None),
+    GpuPeaks(("titan rtx",), "TITAN RTX", 16.3, None, 130.0, None),
+    GpuPeaks(("2080 ti",), "RTX 2080 Ti", 13.4, None, 53.8, None),
+    GpuPeaks(("4090",), "RTX 4090", 82.6, 82.6, 165.2, 165.2),
+)
+
+
+def math_mode(precision: Precision) -> str:
+    """Which units the precision's matmuls run on: fp32, tf32, fp16 or bf16."""
+    if precision.autocast is not None:
+        return "bf16" if precision.autocast == torch.bfloat16 else "fp16"
+    if precision.params == torch.float16:
+        return "fp16"
+    return "tf32" if precision.tf32 else "fp32"
+
+
+def gpu_peak(name: str, precision: Precision) -> Peak | None:
+    """The datasheet peak of the GPU named `name` (torch.cuda.get_device_name) for the precision; None if unknown."""
+    lowered = name.casefold()
+    for gpu in GPUS:
+        if all(part in lowered for part in gpu.match):
+            mode = math_mode(precision)
+            tflops = getattr(gpu, mode)
+            return None if tflops is None else Peak(tflops * 1e12, f"{gpu.name} {mode} {tflops} TFLOP/s, {DATASHEET}")
+    return None
+
+
+@functools.cache
+def cpu_peak(dtype: torch.dtype, size: int = 1024, repeats: int = 3) -> Peak:
+    """The best of `repeats` size x size matmuls in `dtype` on this process's CPU threads (1024: large enough to
+    reach the kernels' peak, small enough for a CPU without bf16 instructions, where bf16 runs about 10x slower)."""
+    a = torch.randn(size, size, dtype=dtype)
+    b = torch.randn(size, size, dtype=dtype)
+    torch.mm(a, b)  # warm-up: thread pool and kernel selection
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - start)
+    flops = 2 * size**3 / best
+    threads = torch.get_num_threads()
+    name = str(dtype).removeprefix("torch.")
+    return Peak(flops, f"measured: {size}x{size} {name} matmul on {threads} CPU threads, best of {repeats}")
+
+
+def peak(device: torch.device, precision: Precision) -> Peak | None:
+    if device.type == "cuda":
+        return gpu_peak(torch.cuda.get_device_name(device), precision)
+    return cpu_peak(torch.bfloat16 if math_mode(precision) == "bf16" else torch.float32)

@@ -1,0 +1,216 @@
+"""GNMT v2 translation (MLPerf training v0.5-v0.7 "rnn_translator"; NVIDIA DeepLearningExamples
+PyTorch/Translation/GNMT, the code behind Lambda's GNMT column).
+
+The model, as NVIDIA's seq2seq/models: a shared embedding; a 4-layer LSTM encoder whose first layer is
+bidirectional, residual connections from the third layer on; a 4-layer LSTM decoder whose first layer's output
+queries a normalized Bahdanau attention over the encoder output, the context concatenated to the input of every
+later layer, residual from the third layer; a linear classifier over the vocabulary. Uniform(-0.1, 0.1) init,
+dropout 0.2, label smoothing 0.1, Adam at 2e-3, gradient norm clipped to 5, sequence-first tensors.
+
+Synthetic task: translate a sentence of Markov-chain text into its reversal (`reversal_pairs`). All sentences of
+a batch have the same length, so the bidirectional layer needs no packing and the attention no padding mask.
+Quality is token accuracy under teacher forcing on held-out pairs (BLEU needs beam search and a detokeniser);
+`real_target` is MLPerf's BLEU 24.0 on newstest2014, which this metric does not measure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..data.wmt16 import BOS, PAD
+from ..run.training import Updater, autocast, cast, evaluating, prepare, seeded
+from .layers import LSTM
+from .metrics import teacher_forced_accuracy
+from .registry import Preset, Quality, Setup, Workload, register
+from .synthetic import reversal_pairs
+
+
+class BahdanauAttention(nn.Module):
+    """Normalized Bahdanau attention as NVIDIA's seq2seq/models/attention.py, on batch-first tensors:
+    score = (g * v / |v|) . tanh(W_q q + W_k k + b)."""
+
+    def __init__(self, query_size: int, key_size: int, num_units: int, init_weight: float = 0.1) -> None:
+        super().__init__()
+        self.linear_q = nn.Linear(query_size, num_units, bias=False)
+        self.linear_k = nn.Linear(key_size, num_units, bias=False)
+        self.linear_att = nn.Parameter(torch.empty(num_units))
+        self.normalize_scalar = nn.Parameter(torch.full((1,), num_units**-0.5))
+        self.normalize_bias = nn.Parameter(torch.zeros(num_units))
+        for weight in (self.linear_q.weight, self.linear_k.weight, self.linear_att):
+            nn.init.uniform_(weight, -init_weight, init_weight)
+
+    def forward(self, query: Tensor, keys: Tensor) -> Tensor:
+        """query (b, t_q, n), keys (b, t_k, n) -> context (b, t_q, n)."""
+        q = self.linear_q(query).unsqueeze(2)  # b, t_q, 1, u
+        k = self.linear_k(keys).unsqueeze(1)  # b, 1, t_k, u
+        v = self.linear_att / self.linear_att.norm() * self.normalize_scalar
+        scores = torch.tanh(q + k + self.normalize_bias).matmul(v)  # b, t_q, t_k
+        return torch.bmm(F.softmax(scores, dim=-1), keys)
+
+
+class Encoder(nn.Module):
+    def __init__(self, embedder: nn.Embedding, hidden: int, num_layers: int, dropout: float) -> None:
+        super().__init__()
+        self.embedder = embedder
+        layers = [LSTM(hidden, hidden, bidirectional=True), LSTM(2 * hidden, hidden)]
+        self.rnn_layers = nn.ModuleList(layers + [LSTM(hidden, hidden) for _ in range(num_layers - 2)])
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, src: Tensor) -> Tensor:
+        x, _ = self.rnn_layers[0](self.dropout(self.embedder(src)))
+        x, _ = self.rnn_layers[1](self.dropout(x))
+        for layer in self.rnn_layers[2:]:
+            out, _ = layer(self.dropout(x))
+            x = out + x
+        return x
+
+
+class Decoder(nn.Module):
+    def __init__(self, embedder: nn.Embedding, vocab: int, hidden: int, num_layers: int, dropout: float) -> None:
+        super().__init__()
+        self.embedder = embedder
+        self.att_rnn = LSTM(hidden, hidden)
+        self.attn = BahdanauAttention(hidden, hidden, hidden)
+        self.rnn_layers = nn.ModuleList(LSTM(2 * hidden, hidden) for _ in range(num_layers - 1))
+        self.classifier = nn.Linear(hidden, vocab)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, inputs: Tensor, context: Tensor) -> Tensor:
+        x, _ = self.att_rnn(self.embedder(inputs))
+        attn = self.attn(x.transpose(0, 1), context.transpose(0, 1)).transpose(0, 1)
+        x, _ = self.rnn_layers[0](torch.cat([self.dropout(x), attn], 2))
+        for layer in self.rnn_layers[1:]:
+            out, _ = layer(torch.cat([self.dropout(x), attn], 2))
+            x = out + x
+        return self.classifier(x)
+
+
+class GNMT(nn.Module):
+    """(source (t_s, b), decoder input (t_t, b)) -> logits (t_t, b, vocab), sequence-first as NVIDIA's default."""
+
+    def __init__(self, vocab: int, hidden: int = 1024, num_layers: int = 4, dropout: float = 0.2) -> None:
+        super().__init__()
+        embedder = nn.Embedding(vocab, hidden, padding_idx=PAD)
+        self.encoder = Encoder(embedder, hidden, num_layers, dropout)
+        self.decoder = Decoder(embedder, vocab, hidden, num_layers, dropout)
+        for module in self.modules():
+            if isinstance(module, (nn.LSTM, nn.Embedding, nn.Linear)):
+                for param in module.parameters(recurse=False):
+                    nn.init.uniform_(param, -0.1, 0.1)
+
+    def forward(self, src: Tensor, tgt_in: Tensor) -> Tensor:
+        return self.decoder(tgt_in, self.encoder(src))
+
+
+def padded_vocab(vocab: int, multiple: int = 8) -> int:
+    """NVIDIA pads the vocabulary to a multiple of 8 for tensor cores (32317 -> 32320)."""
+    return (vocab + multiple - 1) // multiple * multiple
+
+
+class Seq2SeqTrainer:
+    """Teacher-forced training of GNMT on sequence-first (source, decoder input, labels) batches."""
+
+    def __init__(self, setup: Setup, model: GNMT, pairs: Sequence[tuple[Tensor, Tensor]], held_out: int) -> None:
+        p = setup.preset
+        self.model = prepare(model, setup)
+        batches = [self._layout(src, tgt) for src, tgt in pairs]
+        self.batches = [cast(b, setup) for b in batches[:-held_out]]
+        self.held_out = [cast(b, setup) for b in batches[-held_out:]]
+        self.smoothing = p["smoothing"]
+        optimizer = torch.optim.Adam(self.model.parameters(), lr=p["lr"], fused=True)
+        self.update = Updater(optimizer, setup, p["clip"])
+        self.autocast = autocast(setup)
+        src, tgt_in, _ = self.batches[0]
+        # "Training: N Tok/s" in NVIDIA's log (seq2seq/train/trainer.py): source tokens, sum(src_length) with BOS
+        # and EOS, plus target tokens, sum(tgt_length - 1): the decoder inputs, one per predicted label.
+        self.items_per_step = src.numel() + tgt_in.numel()
+        self.steps = 0
+
+    @staticmethod
+    def _layout(src: Tensor, tgt: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Batch-first (words + EOS, translation + EOS) -> sequence-first BOS + source (NVIDIA's tokenizer wraps
+        both sides in BOS .. EOS), decoder input BOS + translation, labels translation + EOS."""
+        bos = torch.full_like(tgt[:, :1], BOS)
+        src, tgt_in = torch.cat([bos, src], 1), torch.cat([bos, tgt[:, :-1]], 1)
+        return src.t().contiguous(), tgt_in.t().contiguous(), tgt.t().contiguous()
+
+    def step(self) -> Tensor:
+        src, tgt_in, labels = self.batches[self.steps % len(self.batches)]
+        self.steps += 1
+        with self.autocast:
+            logits = self.model(src, tgt_in)
+        # NVIDIA's criterion sums over tokens and divides by the batch size (loss per sentence).
+        loss = F.cross_entropy(
+            logits.float().flatten(0, 1),
+            labels.flatten(),
+            ignore_index=PAD,
+            label_smoothing=self.smoothing,
+            reduction="sum",
+        ) / labels.size(1)
+        self.update(loss)
+        return loss.detach()
+
+    def evaluate(self) -> float:
+        with evaluating(self.model, self.autocast):
+            return teacher_forced_accuracy(self.model, self.held_out)
+
+
+def model(preset: Preset) -> GNMT:
+    return GNMT(padded_vocab(preset["vocab"]), preset["hidden"], preset["num_layers"], preset["dropout"])
+
+
+def build(setup: Setup) -> Seq2SeqTrainer:
+    p = setup.preset
+    vocab = padded_vocab(p["vocab"])
+    # max_length_train counts BOS and EOS: sentences of seq_len - 2 words.
+    pairs = reversal_pairs(vocab, p["seq_len"] - 2, setup.batch_size, p["batches"] + p["held_out"], setup.device)
+    return Seq2SeqTrainer(setup, seeded(lambda: model(p)), pairs, p["held_out"])
+
+
+register(
+    Workload(
+        name="gnmt",
+        family="gnmt",
+        task="training",
+        unit="tok/s",
+        description="GNMT v2 (MLPerf rnn_translator, NVIDIA DeepLearningExamples), Adam, synthetic reversal task",
+        presets={
+            # NVIDIA DeepLearningExamples PyTorch/Translation/GNMT README "Default configuration" and train.py
+            # defaults (MLPerf's reference): shared vocabulary of 32317 BPE tokens (WMT16 en-de) padded to 32320,
+            # hidden 1024, 4+4 layers, dropout 0.2, max_length_train 50, Adam lr 2e-3, grad clip 5, smoothing 0.1.
+            # 160,671,297 parameters. (Its lr warm-up and step decay are left out: they matter over epochs.)
+            "real": {
+                "vocab": 32317,
+                "hidden": 1024,
+                "num_layers": 4,
+                "dropout": 0.2,
+                "seq_len": 50,
+                "lr": 2e-3,
+                "clip": 5.0,
+                "smoothing": 0.1,
+                "batches": 4,
+                "held_out": 1,
+            },
+            "cpu": {
+                "vocab": 32,
+                "hidden": 64,
+                "num_layers": 4,
+                "dropout": 0.0,
+                "seq_len": 10,
+                "lr": 2e-2,
+                "clip": 5.0,
+                "smoothing": 0.1,
+                "batches": 8,
+                "held_out": 2,
+            },
+        },
+        build=build,
+        # The target side's Markov chain alone predicts about half the labels (EOS and one of two successors); 0.4
+        # shows the model has learnt it (an untrained one scores ~0.03), in 25-40 steps over initial weights.
+        quality=Quality("held-out token accuracy (teacher forcing)", target=0.4, max_steps=80, real_target=24.0),
+    )
+)
