@@ -16,7 +16,6 @@ from collections.abc import Iterable
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-
 from torch.utils.data import DataLoader
 
 from ..data import EvalTransform, ImageFolder, TrainTransform
