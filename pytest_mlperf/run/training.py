@@ -106,6 +106,14 @@ def seeded(factory: Callable[[], nn.Module], seed: int = 0) -> nn.Module:
         return factory()
 
 
+def scheduled(optimizer: torch.optim.Optimizer, factor: Callable[[int], float]) -> torch.optim.Optimizer:
+    """`optimizer` with its learning rate times factor(step), advanced by every optimizer step (a hook, so the
+    trainer needs no schedule of its own; a Python float per group, no device sync)."""
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    optimizer.register_step_post_hook(lambda *_: schedule.step())
+    return optimizer
+
+
 def forward(model: nn.Module, inputs: Any) -> Any:
     return model(*inputs) if isinstance(inputs, tuple) else model(inputs)
 
@@ -127,9 +135,12 @@ class Supervised:
         optimizer: Callable[[nn.Module], torch.optim.Optimizer],
         metric: Callable[[nn.Module, Iterable[Batch]], float],
         held_out: Data,
-        items_per_sample: int = 1,
+        items_per_step: int | None = None,
         channels_last: bool = False,
+        clip: float | None = None,
     ) -> None:
+        """`items_per_step`: the throughput unit's items in one step's batch (default: its samples); `clip`: the
+        gradient norm to clip to."""
         self.model = prepare(model, setup, channels_last)
         self.held_out: Iterable[Batch]
         if isinstance(batches, DataLoader):
@@ -143,9 +154,9 @@ class Supervised:
             self.held_out = [cast(b, setup, channels_last) for b in held_out]
         self.loss = loss
         self.metric = metric
-        self.update = Updater(optimizer(self.model), setup)
+        self.update = Updater(optimizer(self.model), setup, clip)
         self.autocast = autocast(setup)
-        self.items_per_step = setup.batch_size * items_per_sample
+        self.items_per_step = setup.batch_size if items_per_step is None else items_per_step
         #: steps an epoch of a real dataset takes (for its training budget); None for a synthetic pool
         self.epoch_steps = len(batches) if isinstance(batches, DataLoader) else None
 

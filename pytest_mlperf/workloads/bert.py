@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..run.training import Batch, Supervised
+from ..run.training import Batch, Supervised, scheduled
 from .registry import Preset, Quality, Setup, Workload, register
 
 # Token ids of the synthetic vocabulary. The real uncased vocabulary has [PAD]=0, [UNK]=100, [CLS]=101, [SEP]=102,
@@ -300,16 +300,11 @@ def adamw(p: Preset):
     which PyTorch does not ship and which costs about the same per step.)"""
 
     def make(model: nn.Module) -> torch.optim.Optimizer:
-        optimizer = torch.optim.AdamW(model.parameters(), lr=p["lr"], weight_decay=0.01, fused=True)
         warmup, decay = p["warmup"], p["decay"]
-
-        def factor(step: int) -> float:
-            return min((step + 1) / warmup, max(0.0, (decay - step) / (decay - warmup)))
-
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-        # the schedule advances with every optimizer step (a Python float per parameter group: no device sync)
-        optimizer.register_step_post_hook(lambda *_: schedule.step())
-        return optimizer
+        return scheduled(
+            torch.optim.AdamW(model.parameters(), lr=p["lr"], weight_decay=0.01, fused=True),
+            lambda step: min((step + 1) / warmup, max(0.0, (decay - step) / (decay - warmup))),
+        )
 
     return make
 
@@ -327,7 +322,6 @@ def build_pretraining(setup: Setup) -> Supervised:
         held_out=batches[-2:],  # the same grammar; other sentence pairs and masked positions
         # seq/s counts whole sequences (sentence pairs), as NVIDIA's run_pretraining.py and MLPerf report it: one
         # per sample of the per-device batch, whatever its length
-        items_per_sample=1,
     )
 
 
@@ -344,7 +338,6 @@ def build_span(setup: Setup) -> Supervised:
         held_out=batches[-2:],  # other questions, contexts and answers
         # seq/s counts 384-token question+context windows, as run_squad.py's "training_sequences_per_second" (the
         # figure Lambda's BERT columns report): one per sample of the per-device batch
-        items_per_sample=1,
     )
 
 

@@ -71,7 +71,6 @@ def build(setup: Setup) -> Supervised:
         metric=top1,
         held_out=batches[-2:],  # the same class patterns with other noise and labels
         # items = images: Mila's train item rate is batch_size * number / time, one 224x224 crop per sample.
-        items_per_sample=1,
         channels_last=True,
     )
 

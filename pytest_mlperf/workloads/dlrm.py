@@ -158,7 +158,6 @@ def build(setup: Setup) -> Supervised:
         held_out=held_out,
         # Throughput is samples/s, as MLPerf's reference and NVIDIA's DLRM report it: one sample is one click-log
         # line (13 dense + 26 categorical features and a label), so a step processes `batch_size` samples.
-        items_per_sample=1,
     )
 
 

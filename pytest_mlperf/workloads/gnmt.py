@@ -15,14 +15,14 @@ Quality is token accuracy under teacher forcing on held-out pairs (BLEU needs be
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..data.wmt16 import BOS, PAD
-from ..run.training import Updater, autocast, cast, evaluating, prepare, seeded
+from ..run.training import Batch, Supervised, seeded
 from .layers import LSTM
 from .metrics import teacher_forced_accuracy
 from .registry import Preset, Quality, Setup, Workload, register
@@ -111,64 +111,47 @@ def padded_vocab(vocab: int, multiple: int = 8) -> int:
     return (vocab + multiple - 1) // multiple * multiple
 
 
-class Seq2SeqTrainer:
-    """Teacher-forced training of GNMT on sequence-first (source, decoder input, labels) batches."""
+def layout(src: Tensor, tgt: Tensor) -> Batch:
+    """Batch-first (words + EOS, translation + EOS) -> sequence-first ((BOS + source, decoder input BOS +
+    translation), labels translation + EOS), as NVIDIA's tokenizer wraps both sides in BOS .. EOS."""
+    bos = torch.full_like(tgt[:, :1], BOS)
+    src, tgt_in = torch.cat([bos, src], 1), torch.cat([bos, tgt[:, :-1]], 1)
+    return (src.t().contiguous(), tgt_in.t().contiguous()), tgt.t().contiguous()
 
-    def __init__(self, setup: Setup, model: GNMT, pairs: Sequence[tuple[Tensor, Tensor]], held_out: int) -> None:
-        p = setup.preset
-        self.model = prepare(model, setup)
-        batches = [self._layout(src, tgt) for src, tgt in pairs]
-        self.batches = [cast(b, setup) for b in batches[:-held_out]]
-        self.held_out = [cast(b, setup) for b in batches[-held_out:]]
-        self.smoothing = p["smoothing"]
-        optimizer = torch.optim.Adam(self.model.parameters(), lr=p["lr"], fused=True)
-        self.update = Updater(optimizer, setup, p["clip"])
-        self.autocast = autocast(setup)
-        src, tgt_in, _ = self.batches[0]
-        # "Training: N Tok/s" in NVIDIA's log (seq2seq/train/trainer.py): source tokens, sum(src_length) with BOS
-        # and EOS, plus target tokens, sum(tgt_length - 1): the decoder inputs, one per predicted label.
-        self.items_per_step = src.numel() + tgt_in.numel()
-        self.steps = 0
 
-    @staticmethod
-    def _layout(src: Tensor, tgt: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Batch-first (words + EOS, translation + EOS) -> sequence-first BOS + source (NVIDIA's tokenizer wraps
-        both sides in BOS .. EOS), decoder input BOS + translation, labels translation + EOS."""
-        bos = torch.full_like(tgt[:, :1], BOS)
-        src, tgt_in = torch.cat([bos, src], 1), torch.cat([bos, tgt[:, :-1]], 1)
-        return src.t().contiguous(), tgt_in.t().contiguous(), tgt.t().contiguous()
-
-    def step(self) -> Tensor:
-        src, tgt_in, labels = self.batches[self.steps % len(self.batches)]
-        self.steps += 1
-        with self.autocast:
-            logits = self.model(src, tgt_in)
-        # NVIDIA's criterion sums over tokens and divides by the batch size (loss per sentence).
-        loss = F.cross_entropy(
-            logits.float().flatten(0, 1),
-            labels.flatten(),
-            ignore_index=PAD,
-            label_smoothing=self.smoothing,
-            reduction="sum",
-        ) / labels.size(1)
-        self.update(loss)
-        return loss.detach()
-
-    def evaluate(self) -> float:
-        with evaluating(self.model, self.autocast):
-            return teacher_forced_accuracy(self.model, self.held_out)
+def sentence_loss(logits: Tensor, labels: Tensor, smoothing: float) -> Tensor:
+    """NVIDIA's criterion: label-smoothed cross-entropy summed over tokens, divided by the batch (per sentence)."""
+    loss = F.cross_entropy(
+        logits.float().flatten(0, 1), labels.flatten(), ignore_index=PAD, label_smoothing=smoothing, reduction="sum"
+    )
+    return loss / labels.size(1)
 
 
 def model(preset: Preset) -> GNMT:
     return GNMT(padded_vocab(preset["vocab"]), preset["hidden"], preset["num_layers"], preset["dropout"])
 
 
-def build(setup: Setup) -> Seq2SeqTrainer:
+def build(setup: Setup) -> Supervised:
+    """Teacher-forced training on sequence-first batches."""
     p = setup.preset
-    vocab = padded_vocab(p["vocab"])
+    vocab, held_out = padded_vocab(p["vocab"]), p["held_out"]
     # max_length_train counts BOS and EOS: sentences of seq_len - 2 words.
-    pairs = reversal_pairs(vocab, p["seq_len"] - 2, setup.batch_size, p["batches"] + p["held_out"], setup.device)
-    return Seq2SeqTrainer(setup, seeded(lambda: model(p)), pairs, p["held_out"])
+    pairs = reversal_pairs(vocab, p["seq_len"] - 2, setup.batch_size, p["batches"] + held_out, setup.device)
+    batches = [layout(src, tgt) for src, tgt in pairs]
+    (src, tgt_in), _ = batches[0]
+    return Supervised(
+        setup,
+        seeded(lambda: model(p)),
+        batches[:-held_out],
+        loss=partial(sentence_loss, smoothing=p["smoothing"]),
+        optimizer=lambda m: torch.optim.Adam(m.parameters(), lr=p["lr"], fused=True),
+        metric=teacher_forced_accuracy,
+        held_out=batches[-held_out:],
+        # "Training: N Tok/s" in NVIDIA's log (seq2seq/train/trainer.py): source tokens, sum(src_length) with BOS
+        # and EOS, plus target tokens, sum(tgt_length - 1): the decoder inputs, one per predicted label.
+        items_per_step=src.numel() + tgt_in.numel(),
+        clip=p["clip"],
+    )
 
 
 register(

@@ -4,7 +4,7 @@ Each reduces on the device and synchronises once, at the end."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -40,10 +40,10 @@ def token_accuracy(logits: Tensor, labels: Tensor) -> Tensor:
     return ((logits.argmax(-1) == labels) & real).sum() / real.sum()
 
 
-def teacher_forced_accuracy(model: nn.Module, batches: Sequence[tuple[Tensor, Tensor, Tensor]]) -> float:
-    """Mean token accuracy of a seq2seq model's argmax over (source, decoder input, labels) batches. (BLEU, the real
-    metric, needs beam search and a detokeniser; this one tells whether the model learnt the synthetic mapping.)"""
-    return float(torch.stack([token_accuracy(model(src, tgt_in), labels) for src, tgt_in, labels in batches]).mean())
+def teacher_forced_accuracy(model: nn.Module, batches: Iterable[Batch]) -> float:
+    """Mean token accuracy of a seq2seq model's argmax over ((source, decoder input), labels) batches. (BLEU, the
+    real metric, needs beam search and a detokeniser; this one tells whether the model learnt the synthetic mapping.)"""
+    return float(torch.stack([token_accuracy(forward(model, inputs), labels) for inputs, labels in batches]).mean())
 
 
 #: Candidates ranked per evaluated user: the held-out positive and 99 negatives, as in MLPerf's NCF.

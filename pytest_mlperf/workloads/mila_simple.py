@@ -71,7 +71,6 @@ def build_regression(setup: Setup) -> Supervised:
         metric=mse,
         held_out=batches[-2:],
         # items = (x, y) samples: Mila's train_item rate is batch_size * number / time, here 256 samples per step.
-        items_per_sample=1,
     )
 
 
@@ -148,7 +147,6 @@ def build_time_sequence(setup: Setup) -> Supervised:
         held_out=batches[-1:],
         # items = sequences: one step trains on batch_size whole waves of length-1 steps. (Mila ran toy_lstm without
         # --batch-size, so its report's batch_size was the default 1 and its items/s counted steps of 97 waves.)
-        items_per_sample=1,
     )
 
 
@@ -257,7 +255,6 @@ def build_vae(setup: Setup) -> Supervised:
         metric=held_out_elbo,
         held_out=batches[-2:],
         # items = images: Mila's train_item rate for vae is batch_size * number / time.
-        items_per_sample=1,
     )
 
 

@@ -133,7 +133,6 @@ def build(setup: Setup) -> Supervised:
         # Throughput is samples/s as NVIDIA's ncf.py and Lambda report it: every (user, item) pair trained on,
         # the 4 negatives of each positive included. Its --batch_size counts those pairs too, so a step processes
         # exactly `batch_size` samples per device (Lambda's batch is global: batch_per: global in systems).
-        items_per_sample=1,
     )
 
 

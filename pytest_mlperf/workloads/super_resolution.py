@@ -121,7 +121,6 @@ def build(setup: Setup) -> Supervised:
         metric=psnr,
         held_out=batches[-2:],
         # items = images: Mila's train item rate is batch_size * number / time, one crop per sample.
-        items_per_sample=1,
         channels_last=True,
     )
 

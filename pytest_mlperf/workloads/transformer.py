@@ -21,14 +21,14 @@ held-out pairs; `real_target` is MLPerf's BLEU 25.0.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..data.wmt16 import EOS, PAD
-from ..run.training import Updater, autocast, cast, evaluating, prepare, seeded
+from ..run.training import Batch, Supervised, scheduled, seeded
 from .metrics import teacher_forced_accuracy
 from .registry import Preset, Quality, Setup, Workload, register
 from .synthetic import reversal_pairs
@@ -158,49 +158,14 @@ class Transformer(nn.Module):
         return F.linear(self.decoder_norm(x), self.embed.weight)
 
 
-class TranslationTrainer:
-    """Teacher-forced training on batch-first (source, decoder input, labels), Adam under the warm-up /
-    inverse-square-root schedule of the reference (`lr` is the peak, reached after `warmup` steps)."""
+def layout(src: Tensor, tgt: Tensor) -> Batch:
+    """((source, fairseq's prev_output_tokens: EOS then the target without its last token), target)."""
+    return (src, torch.cat([torch.full_like(tgt[:, :1], EOS), tgt[:, :-1]], 1)), tgt
 
-    def __init__(self, setup: Setup, model: Transformer, pairs: Sequence[tuple[Tensor, Tensor]], held_out: int) -> None:
-        p = setup.preset
-        self.model = prepare(model, setup)
-        batches = [self._layout(src, tgt) for src, tgt in pairs]
-        self.batches = [cast(b, setup) for b in batches[:-held_out]]
-        self.held_out = [cast(b, setup) for b in batches[-held_out:]]
-        self.smoothing = p["smoothing"]
-        optimizer = torch.optim.Adam(self.model.parameters(), lr=p["lr"], betas=(0.9, 0.997), eps=1e-9, fused=True)
-        warmup = p["warmup"]
-        self.schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: min((step + 1) / warmup, math.sqrt(warmup / (step + 1)))
-        )
-        self.update = Updater(optimizer, setup)
-        self.autocast = autocast(setup)
-        # fairseq's "wps" (NVIDIA's Transformer tokens/s) counts sample["ntokens"]: the target tokens of the batch,
-        # EOS included, one per predicted label; source tokens are not counted.
-        self.items_per_step = self.batches[0][2].numel()
-        self.steps = 0
 
-    @staticmethod
-    def _layout(src: Tensor, tgt: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """fairseq's prev_output_tokens: EOS then the target without its last token."""
-        return src, torch.cat([torch.full_like(tgt[:, :1], EOS), tgt[:, :-1]], 1), tgt
-
-    def step(self) -> Tensor:
-        src, tgt_in, labels = self.batches[self.steps % len(self.batches)]
-        self.steps += 1
-        with self.autocast:
-            logits = self.model(src, tgt_in)
-        loss = F.cross_entropy(
-            logits.float().flatten(0, 1), labels.flatten(), ignore_index=PAD, label_smoothing=self.smoothing
-        )
-        self.update(loss)
-        self.schedule.step()
-        return loss.detach()
-
-    def evaluate(self) -> float:
-        with evaluating(self.model, self.autocast):
-            return teacher_forced_accuracy(self.model, self.held_out)
+def inverse_sqrt(warmup: int) -> Callable[[int], float]:
+    """The reference's schedule as a factor of the peak lr: linear warm-up over `warmup` steps, then 1/sqrt(step)."""
+    return lambda step: min((step + 1) / warmup, math.sqrt(warmup / (step + 1)))
 
 
 def model(preset: Preset) -> Transformer:
@@ -208,13 +173,32 @@ def model(preset: Preset) -> Transformer:
     return Transformer(p["vocab"], p["d_model"], p["heads"], p["ffn"], p["layers"], p["dropout"], max_len=p["seq_len"])
 
 
-def build(setup: Setup) -> TranslationTrainer:
+def build(setup: Setup) -> Supervised:
+    """Teacher-forced training on batch-first batches, Adam under the warm-up / inverse-square-root schedule of the
+    reference (`lr` is the peak, reached after `warmup` steps)."""
     p = setup.preset
-    seq_len = p["seq_len"]
+    seq_len, held_out = p["seq_len"], p["held_out"]
     sentences = max(1, setup.batch_size // seq_len)
-    count = p["batches"] + p["held_out"]
-    pairs = reversal_pairs(p["vocab"], seq_len - 1, sentences, count, setup.device)
-    return TranslationTrainer(setup, seeded(lambda: model(p)), pairs, p["held_out"])
+    pairs = reversal_pairs(p["vocab"], seq_len - 1, sentences, p["batches"] + held_out, setup.device)
+    batches = [layout(src, tgt) for src, tgt in pairs]
+    smoothing = p["smoothing"]
+    return Supervised(
+        setup,
+        seeded(lambda: model(p)),
+        batches[:-held_out],
+        loss=lambda logits, labels: F.cross_entropy(
+            logits.float().flatten(0, 1), labels.flatten(), ignore_index=PAD, label_smoothing=smoothing
+        ),
+        optimizer=lambda m: scheduled(
+            torch.optim.Adam(m.parameters(), lr=p["lr"], betas=(0.9, 0.997), eps=1e-9, fused=True),
+            inverse_sqrt(p["warmup"]),
+        ),
+        metric=teacher_forced_accuracy,
+        held_out=batches[-held_out:],
+        # fairseq's "wps" (NVIDIA's Transformer tokens/s) counts sample["ntokens"]: the target tokens of the batch,
+        # EOS included, one per predicted label; source tokens are not counted.
+        items_per_step=sentences * seq_len,
+    )
 
 
 register(
