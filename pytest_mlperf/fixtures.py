@@ -28,6 +28,7 @@ DEVICE = pytest.StashKey[str]()
 QUALITY = pytest.StashKey[QualityResult]()
 WORK = pytest.StashKey[Work]()
 DATA = pytest.StashKey[str]()
+COMPILED = pytest.StashKey[bool]()
 
 
 @pytest.fixture
@@ -100,7 +101,10 @@ class Bench:
         case, s = self.case, self.case.settings
         precision = resolve(case.precision, self.device)
         data = self.data.root if self.data else None
-        setup = Setup(case.workload.presets[s.preset], s.device_batch, self.device, precision, data)
+        compiled = s.compile or bool(self.node.config.getoption("mlperf_compile"))
+        self.node.stash[COMPILED] = compiled
+        preset = {**case.workload.presets[s.preset], **s.options}
+        setup = Setup(preset, s.device_batch, self.device, precision, data, compiled)
         quality = case.workload.quality
         with float32_math(precision):
             start = time.perf_counter()

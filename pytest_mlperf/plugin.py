@@ -50,6 +50,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "default: the mlperf_data_dir ini value, else synthetic data",
     )
     group.addoption(
+        "--torch-compile",
+        dest="mlperf_compile",
+        action="store_true",
+        help="torch.compile every workload's models (as a system file's `compile: true` does for one benchmark)",
+    )
+    group.addoption(
         "--mlperf-reports",
         dest="mlperf_reports",
         metavar="DIR",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from .config.matrix import Case
-from .fixtures import DATA, DEVICE, MEASUREMENT, QUALITY, SESSION, WORK
+from .fixtures import COMPILED, DATA, DEVICE, MEASUREMENT, QUALITY, SESSION, WORK
 from .results import html as html_report
 from .results.record import PROPERTY, Record, build
 from .session import MlperfSession
@@ -83,6 +83,7 @@ def attach_record(item: pytest.Item, call: pytest.CallInfo[None], report: pytest
     )
     record.test = item.nodeid
     record.data = item.stash.get(DATA, "")
+    record.compiled = item.stash.get(COMPILED, False)
     record.outcome = _outcome(report)
     record.message = _message(report)
     record.duration = report.duration

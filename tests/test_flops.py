@@ -8,7 +8,7 @@ import torch
 from helpers import system
 from torch import nn
 
-from pytest_mlperf.resources.peaks import cpu_peak, gpu_peak, math_mode
+from pytest_mlperf.resources.peaks import cpu_peak, gpu_peak, math_mode, peak
 from pytest_mlperf.run.flops import RNN_FORMULAS, counted
 from pytest_mlperf.run.precision import resolve
 
@@ -81,6 +81,12 @@ def test_unknown_gpu_or_math_has_no_peak() -> None:
 def test_cpu_peak_is_measured() -> None:
     peak = cpu_peak(torch.float32, size=256)
     assert peak.flops > 1e8 and peak.source.startswith("measured: 256x256 float32 matmul")
+
+
+def test_cpu_bf16_peak_is_the_faster_of_fp32_and_bf16() -> None:
+    amp = peak(CPU, resolve("amp", CPU))
+    assert amp.flops == max(cpu_peak(torch.float32).flops, cpu_peak(torch.bfloat16).flops)
+    assert peak(CPU, resolve("fp32", CPU)) == cpu_peak(torch.float32)
 
 
 def test_results_carry_flops_and_fraction_of_peak(project) -> None:

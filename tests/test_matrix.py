@@ -98,3 +98,12 @@ def test_case_fixture_without_the_mark_fails_clearly(project) -> None:
     result = project.run("--system=toy", "test_nomark.py")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*test_nomark.py::test_x: the `case` fixture needs @pytest.mark.mlperf(task, ...)*"])
+
+
+def test_cpu_suite_runs_the_whole_catalogue(pytester: pytest.Pytester) -> None:
+    """`make bench` (the cpu system) trains every registered workload, each at least in fp32."""
+    from pytest_mlperf.workloads import known
+
+    result = collect(pytester, "--system=cpu", "-m", "fp32")
+    ids = {line.split("[")[1].removesuffix("-fp32-cpu]") for line in result.outlines if "::" in line}
+    assert ids == set(known())

@@ -11,6 +11,9 @@ from pytest_mlperf.config.schema import Baseline
 from pytest_mlperf.results.stats import summarize
 from pytest_mlperf.results.verdict import BELOW, MET, NO_BASELINE, OK, SLOWER, against_baseline, against_earlier
 from pytest_mlperf.run.measure import Measurement, NonFiniteLoss, Plan, measure
+from pytest_mlperf.run.precision import resolve
+from pytest_mlperf.run.training import prepare
+from pytest_mlperf.workloads.registry import Setup
 
 
 class CountingStep:
@@ -80,3 +83,11 @@ def test_against_earlier(mean: float, status: str) -> None:
     verdict = against_earlier(mean, "img/s", 100.0, 0.05, "old.json")
     assert verdict.status == status and verdict.failed == (status == SLOWER)
     assert "old.json" in verdict.message and "--tolerance 5%" in verdict.message
+
+
+def test_prepare_compiles_in_place_when_asked() -> None:
+    cpu = torch.device("cpu")
+    for compile in (False, True):
+        model = torch.nn.Linear(2, 2)
+        assert prepare(model, Setup({}, 1, cpu, resolve("fp32", cpu), compile=compile)) is model
+        assert (model._compiled_call_impl is not None) == compile

@@ -91,6 +91,10 @@ BAD_FILES = {
         system(preset="huge"),
         "*benchmarks.toy.preset: 'huge' is not a preset of toy; expected one of: cpu, real, nan*",
     ),
+    "unknown option": (
+        system(options={"nan_after": 3}),
+        "*benchmarks.toy.options.nan_after: not a key of toy's 'cpu' preset; expected one of: nan_at*",
+    ),
     "unit mismatch": (
         system(precisions={"fp32": {"batch_size": 4, "baseline": baseline(10, unit="img/s")}}),
         "*benchmarks.toy.precisions.fp32.baseline.unit: 'img/s', but toy is measured in 'samples/s'*",
@@ -110,6 +114,13 @@ def test_bad_system_file_is_a_usage_error(project, content, message) -> None:
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"ERROR: *{message}"])
     assert "Traceback" not in result.stderr.str()
+
+
+def test_options_override_the_preset(project) -> None:
+    project.add_system(system("toy", options={"nan_at": 4}))
+    result = project.run("--system=toy")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*loss became nan at step 3*"])
 
 
 def test_bad_file_of_an_unselected_system_does_not_matter(project) -> None:
@@ -149,3 +160,13 @@ def test_auto_matches_gpu_model_and_count(monkeypatch, tmp_path: Path) -> None:
     monkeypatch.setattr(systems, "_cuda_devices", lambda: ["NVIDIA H200"] * 2)
     with pytest.raises(systems.SystemSelectionError, match=r"2x NVIDIA H200 and no system file describes it; known"):
         systems.detect(found)
+
+
+def test_torch_compile_option_compiles_and_is_recorded(project) -> None:
+    project.add_system(system("toy", compile=True), name="toy")
+    project.add_system(system("plain"), name="plain")
+    # In subprocesses: pytester's in-process runs drop the modules a run imports, and inductor's cannot load twice.
+    project.run_subprocess("--system=toy,plain").assert_outcomes(passed=2)
+    assert {r["system"]: r["compiled"] for r in project.results()} == {"toy": True, "plain": False}
+    project.run_subprocess("--system=plain", "--torch-compile").assert_outcomes(passed=1)
+    assert [r["compiled"] for r in project.results()] == [True]

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import types
 import typing
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -58,6 +59,10 @@ class BenchmarkSpec(_Spec):
     repeat: PositiveInt = 5  #: measured blocks
     number: PositiveInt = 20  #: steps per block
     precisions: dict[PrecisionName, PrecisionSpec] = Field(min_length=1)
+    #: torch.compile the workload's models: minutes of compiling on a CPU, often faster steps on a GPU
+    compile: bool = False
+    #: values for the preset's own keys on this system, e.g. a local file of pretrained weights
+    options: dict[str, Any] = Field(default_factory=dict)
 
 
 class Accelerator(_Spec):
@@ -110,6 +115,8 @@ class RunSettings:
     repeat: int
     number: int
     baseline: Baseline | None
+    options: Mapping[str, Any] = field(default_factory=dict)
+    compile: bool = False
 
     @property
     def global_batch(self) -> int:
@@ -141,6 +148,8 @@ class System:
             repeat=entry.repeat or bench.repeat,
             number=entry.number or bench.number,
             baseline=entry.baseline,
+            options=bench.options,
+            compile=bench.compile,
         )
 
 

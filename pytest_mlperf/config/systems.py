@@ -41,6 +41,12 @@ def check_against_workloads(system: System) -> None:
                 f"{system.path}: benchmarks.{name}.preset: {bench.preset!r} is not a preset of {name}; "
                 f"expected one of: {', '.join(workload.presets)}"
             )
+        preset = workload.presets[bench.preset]
+        for key in bench.options.keys() - preset.keys():
+            raise SystemFileError(
+                f"{system.path}: benchmarks.{name}.options.{key}: not a key of {name}'s {bench.preset!r} preset; "
+                f"expected one of: {', '.join(preset)}"
+            )
         for precision, entry in bench.precisions.items():
             if entry.baseline is not None and entry.baseline.unit != workload.unit:
                 raise SystemFileError(

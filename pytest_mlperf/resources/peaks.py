@@ -85,6 +85,10 @@ def cpu_peak(dtype: torch.dtype, size: int = 1024, repeats: int = 3) -> Peak:
 
 
 def peak(device: torch.device, precision: Precision) -> Peak | None:
+    """The device's peak for the precision's math. On a CPU, bf16 autocast leaves some ops in float32 and oneDNN
+    runs bf16 convolutions through float32 where the CPU has no bf16 instructions, so its peak is the faster of the
+    float32 and bf16 matmuls (the bf16 one alone can be ten times lower than what such a run achieves)."""
     if device.type == "cuda":
         return gpu_peak(torch.cuda.get_device_name(device), precision)
-    return cpu_peak(torch.bfloat16 if math_mode(precision) == "bf16" else torch.float32)
+    dtypes = (torch.float32, torch.bfloat16) if math_mode(precision) == "bf16" else (torch.float32,)
+    return max((cpu_peak(dtype) for dtype in dtypes), key=lambda p: p.flops)

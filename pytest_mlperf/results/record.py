@@ -69,6 +69,7 @@ class Record:
     quality_status: str = ""  #: reached or not reached
     quality_minutes: float | None = None  #: time to quality, from the first touch of the training data, as MLPerf
     data: str = ""  #: "synthetic", or the real dataset and its folder
+    compiled: bool = False  #: the models ran through torch.compile
     flops_per_item: float | None = None  #: counted in one training step (forward, backward, optimizer)
     flops_achieved: float | None = None  #: FLOP/s: flops_per_item x mean
     peak_flops: float | None = None  #: FLOP/s of the run's devices at the precision's math

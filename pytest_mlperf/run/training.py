@@ -26,9 +26,13 @@ def autocast(setup: Setup) -> contextlib.AbstractContextManager[Any]:
 
 
 def prepare(model: nn.Module, setup: Setup, channels_last: bool = False) -> nn.Module:
-    """Move a model to the device, in the precision's parameter dtype (and NHWC for image models)."""
+    """Move a model to the device, in the precision's parameter dtype (and NHWC for image models), compiled when the
+    setup asks (in place: the module, its parameters and state_dict keys stay the same)."""
     fmt = torch.channels_last if channels_last else torch.preserve_format
-    return model.to(device=setup.device, dtype=setup.precision.params, memory_format=fmt).train()
+    model = model.to(device=setup.device, dtype=setup.precision.params, memory_format=fmt).train()
+    if setup.compile:
+        model.compile()
+    return model
 
 
 def cast(value: Any, setup: Setup, channels_last: bool = False) -> Any:

@@ -1,17 +1,26 @@
 """Built-in workloads; importing this package registers them."""
 
 from . import (  # noqa: F401  (each registers its workloads)
+    atari,
     bert,
+    cart_pole,
     convnet,
     dcgan,
     dlrm,
+    fast_neural_style,
     gnmt,
     image_loading,
+    mask_rcnn,
     mila_simple,
+    minigo,
     ncf,
     resnet,
+    ssd,
     super_resolution,
+    tacotron2,
     transformer,
+    transformer_xl,
+    waveglow,
     word_language_model,
 )
 from .registry import Quality, Setup, Trainer, Workload, get, known, register

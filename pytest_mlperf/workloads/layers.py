@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, TypeVar
+
 import torch
 from torch import Tensor, nn
 
@@ -14,6 +17,24 @@ def cpu_bf16_unsupported(x: Tensor) -> bool:
     return not _ONEDNN_BF16 and x.device.type == "cpu" and torch.is_autocast_enabled("cpu")
 
 
+T = TypeVar("T")
+
+
+def _float(value: Any) -> Any:
+    if isinstance(value, Tensor):
+        return value.float() if value.is_floating_point() else value
+    return tuple(_float(v) for v in value) if isinstance(value, tuple) else value
+
+
+def recurrent(forward: Callable[..., T], x: Tensor, *args: Any) -> T:
+    """`forward(x, *args)`, but in float32 with autocast off where `cpu_bf16_unsupported(x)`, floating tensors (also
+    inside tuples, as LSTM states) cast to float32 first."""
+    if not cpu_bf16_unsupported(x):
+        return forward(x, *args)
+    with torch.autocast("cpu", enabled=False):
+        return forward(x.float(), *(_float(a) for a in args))
+
+
 class LSTM(nn.LSTM):
     """`nn.LSTM` that also runs under CPU bf16 autocast on CPUs without bf16 instructions (no AVX512-BF16/AMX).
     There CPU autocast sends the LSTM to oneDNN in bfloat16, whose primitive cannot be created ("could not create
@@ -22,7 +43,11 @@ class LSTM(nn.LSTM):
     layers around it still run in bf16). Elsewhere, CUDA included, it is `nn.LSTM` unchanged."""
 
     def forward(self, x: Tensor, hx: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        if not cpu_bf16_unsupported(x):
-            return super().forward(x, hx)
-        with torch.autocast("cpu", enabled=False):
-            return super().forward(x.float(), hx)
+        return recurrent(super().forward, x, hx)
+
+
+class LSTMCell(nn.LSTMCell):
+    """`nn.LSTMCell` that runs in float32 with autocast off where `LSTM` does; elsewhere unchanged."""
+
+    def forward(self, x: Tensor, hx: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+        return recurrent(super().forward, x, hx)

@@ -30,6 +30,7 @@ class Setup:
     device: torch.device
     precision: Precision
     data: Path | None = None  #: a prepared real dataset (the workload's `dataset`); None: synthetic data
+    compile: bool = False  #: whether `prepare` hands the models to torch.compile
 
 
 class Trainer(Protocol):
