@@ -15,10 +15,12 @@ from .data import DATASETS, DatasetError, DatasetMissing, Prepared, ensure
 from .resources.devices import Unavailable, describe, place
 from .resources.peaks import peak
 from .results.verdict import against_baseline, against_earlier, against_quality
+from .run import loadgen
 from .run.flops import Work, counted
 from .run.measure import Measurement, NonFiniteLoss, Plan, measure, synchronizer
 from .run.precision import float32_math, resolve, unsupported
 from .run.quality import QualityResult, converge
+from .run.serving import Accuracy, Classifier, Trained, labels_of, logged_classes, predict_all, served, top1, trained
 from .session import MlperfSession
 from .workloads.registry import Setup
 
@@ -29,6 +31,8 @@ QUALITY = pytest.StashKey[QualityResult]()
 WORK = pytest.StashKey[Work]()
 DATA = pytest.StashKey[str]()
 COMPILED = pytest.StashKey[bool]()
+LOADGEN = pytest.StashKey[loadgen.LoadgenRun]()
+ACCURACY = pytest.StashKey[Accuracy]()
 
 
 @pytest.fixture
@@ -152,3 +156,78 @@ class Bench:
 @pytest.fixture
 def bench(request: pytest.FixtureRequest, case: Case, device: torch.device, dataset: Prepared | None) -> Bench:
     return Bench(case, device, dataset, request.config.stash[SESSION], request.node)
+
+
+class Serve:
+    """Serves a case's trained model to LoadGen: a performance run in the case's scenario, or the accuracy pass."""
+
+    def __init__(self, case: Case, device: torch.device, logs: Path, node: pytest.Item) -> None:
+        if case.scenario is None:
+            pytest.fail(f"{case.id}: the `serve` fixture needs an inference case", pytrace=False)
+        self.case, self.scenario = case, case.scenario
+        self.device = device
+        self.logs = logs / case.id  #: LoadGen's log folder
+        self.node = node
+        samples = self.scenario.performance_sample_count
+        assert samples is not None  # System.scenario sets it
+        self.library = loadgen.SampleLibrary(samples, samples)
+
+    def _model(self) -> tuple[Trained, Classifier]:
+        try:
+            model = trained(self.case.workload, self.case.settings.preset, self.device, self.library.count)
+        except RuntimeError as exc:
+            pytest.fail(f"{self.case.id}: {exc}", pytrace=False)
+        served_model, context = served(model.model, self.case.precision, self.device)
+        return model, Classifier(served_model, model.inputs, context)
+
+    def _run(self, predict: Classifier) -> loadgen.LoadgenRun:
+        try:
+            run = loadgen.run(predict, self.library, self.scenario, self.logs)
+        except loadgen.PredictError as exc:
+            problem = f"{self.case.id}: {exc}"
+        else:
+            self.node.stash[LOADGEN] = run
+            return run
+        pytest.fail(problem, pytrace=False)
+
+    def performance(self) -> loadgen.LoadgenRun:
+        """One LoadGen run of the case's scenario; its logs stay in `logs`."""
+        return self._run(self._model()[1])
+
+    def check(self, run: loadgen.LoadgenRun) -> None:
+        """An INVALID run fails, naming LoadGen's unmet checks."""
+        if not run.result.valid:
+            on = describe(self.device)
+            pytest.fail(f"{self.case.id} on {on}: {run.result.message}\n(LoadGen logs: {run.outdir})", pytrace=False)
+
+    def accuracy(self) -> Accuracy:
+        """LoadGen's AccuracyOnly pass over every sample, scored top-1 against the labels, beside the FP32 model's
+        top-1 on the same samples computed directly."""
+        model, predict = self._model()
+        count, batch = self.library.count, self.scenario.max_batch
+        run = self._run(predict)
+        logged, labels = logged_classes(run.outputs(), count), labels_of(model, count)
+        reference = top1(predict_all(Classifier(model.model, model.inputs), count, batch), labels)
+        result = Accuracy(top1(logged, labels), reference, count)
+        self.node.stash[ACCURACY] = result
+        self.node.stash[QUALITY] = QualityResult(
+            "top-1 accuracy", result.value, result.target * reference, model.quality.steps, run.seconds, result.met
+        )
+        return result
+
+    def check_accuracy(self, result: Accuracy) -> None:
+        if not result.met:
+            pytest.fail(
+                f"{self.case.id}: top-1 {result.value:.4f} over {result.samples} samples is {result.ratio:.2%} of the "
+                f"FP32 model's {result.reference:.4f}; the target is {result.target:.0%}",
+                pytrace=False,
+            )
+
+
+@pytest.fixture
+def serve(request: pytest.FixtureRequest, case: Case, device: torch.device) -> Serve:
+    """A Serve whose LoadGen logs go to the run folder's loadgen/ (an xdist worker, which has no run folder, uses a
+    temporary one)."""
+    store = request.config.stash[SESSION].store
+    logs = store.dir / "loadgen" if store else request.getfixturevalue("tmp_path_factory").mktemp("loadgen")
+    return Serve(case, device, logs, request.node)

@@ -7,7 +7,7 @@ from collections.abc import Generator
 import pytest
 
 from .config.matrix import expand, marker_lines
-from .fixtures import SESSION, bench, case, dataset, device  # noqa: F401  (fixtures)
+from .fixtures import SESSION, bench, case, dataset, device, serve  # noqa: F401  (fixtures)
 from .reporting import Reporter, attach_record
 from .session import MlperfSession
 
@@ -84,8 +84,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
     task, *benchmarks = mark.args
     systems = metafunc.config.stash[SESSION].require_systems()
+    accuracy = metafunc.definition.get_closest_marker("accuracy") is not None  # inference's accuracy pass
     try:
-        cases = expand(task, benchmarks, systems)
+        cases = expand(task, benchmarks, systems, accuracy=accuracy)
     except ValueError as exc:
         problem = f"{metafunc.definition.nodeid}: @pytest.mark.mlperf: {exc}"
     else:

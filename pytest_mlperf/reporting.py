@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from .config.matrix import Case
-from .fixtures import COMPILED, DATA, DEVICE, MEASUREMENT, QUALITY, SESSION, WORK
+from .fixtures import ACCURACY, COMPILED, DATA, DEVICE, LOADGEN, MEASUREMENT, QUALITY, SESSION, WORK
 from .results import html as html_report
 from .results.record import PROPERTY, Record, build
 from .session import MlperfSession
@@ -80,6 +80,8 @@ def attach_record(item: pytest.Item, call: pytest.CallInfo[None], report: pytest
         session.earlier_for(case),
         session.tolerance,
         session.earlier_source,
+        item.stash.get(LOADGEN, None),
+        item.stash.get(ACCURACY, None),
     )
     record.test = item.nodeid
     record.data = item.stash.get(DATA, "")

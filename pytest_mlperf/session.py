@@ -23,7 +23,7 @@ from .config.systems import AUTO, SystemSelectionError, select
 from .resources.devices import share_cpu_threads
 from .results.store import RunStore, load_results, new_run_id
 
-Key = tuple[str, str, str, int, int]
+Key = tuple[str, str, str, int, int, str, str]
 
 
 @dataclass

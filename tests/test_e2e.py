@@ -33,7 +33,7 @@ def check_consistent(record: dict) -> None:
 
 
 def test_resnet50_cpu_suite_writes_consistent_results(pytester: pytest.Pytester, tmp_path: Path) -> None:
-    result = run_suite(pytester, tmp_path, "-m", "resnet and fp32")
+    result = run_suite(pytester, tmp_path, "-m", "training and resnet and fp32")
     # The throughput verdict depends on how busy this machine is (the verdict logic has its own tests): here the
     # run must complete, and a failure may only be the baseline, consistent with the numbers.
     assert result.ret in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED), result.stdout.str()
@@ -57,7 +57,7 @@ def test_resnet50_cpu_suite_writes_consistent_results(pytester: pytest.Pytester,
 
 
 def test_resnet50_cpu_suite_under_xdist_writes_one_table(pytester: pytest.Pytester, tmp_path: Path) -> None:
-    result = run_suite(pytester, tmp_path, "-m", "resnet", "-n", "2")
+    result = run_suite(pytester, tmp_path, "-m", "training and resnet", "-n", "2")
     assert result.ret in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED), result.stdout.str()
     runs = [p for p in tmp_path.iterdir() if p.name != "latest"]
     assert len(runs) == 1

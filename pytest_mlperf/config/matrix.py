@@ -1,11 +1,13 @@
-"""The test matrix: benchmark x precision (as each system lists them) x system, one Case per test."""
+"""The test matrix, one Case per test: benchmark x precision x system for training, and benchmark x scenario x
+precision x system for inference (plus one accuracy Case per benchmark x precision x system)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from ..run.precision import PRECISIONS
+from ..run.loadgen import SCENARIOS, Scenario
+from ..run.precision import INFERENCE_PRECISIONS, PRECISIONS
 from ..workloads import Workload, known
 from .schema import RunSettings, System
 
@@ -21,33 +23,52 @@ class Case:
     precision: str
     system: System
     settings: RunSettings
+    scenario: Scenario | None = None  #: what LoadGen runs, for inference
 
     @property
     def benchmark(self) -> str:
         return self.workload.name
 
     @property
-    def id(self) -> str:
-        return f"{self.benchmark}-{self.precision}-{self.system.name}"
+    def performance(self) -> str:
+        """The LoadGen scenario of an inference performance Case; empty for training and accuracy."""
+        return self.scenario.name if self.scenario and self.scenario.mode == "performance" else ""
 
     @property
-    def key(self) -> tuple[str, str, str, int, int]:
-        return (self.benchmark, self.precision, self.system.name, self.settings.global_batch, self.settings.devices)
+    def mode(self) -> str:
+        """performance or accuracy for inference, empty for training."""
+        return self.scenario.mode if self.scenario else ""
+
+    @property
+    def id(self) -> str:
+        return "-".join(filter(None, (self.benchmark, self.performance, self.precision, self.system.name)))
+
+    @property
+    def key(self) -> tuple[str, str, str, int, int, str, str]:
+        s = self.settings
+        scenario = self.scenario.name if self.scenario else ""
+        return (self.benchmark, self.precision, self.system.name, s.global_batch, s.devices, scenario, self.mode)
 
     @property
     def marks(self) -> tuple[str, ...]:
-        """Mark names for -m selection: family (resnet), benchmark (resnet50), task and precision."""
-        return tuple(dict.fromkeys((self.workload.family, self.benchmark, self.task, self.precision)))
+        """Mark names for -m selection: family (resnet), benchmark (resnet50), task, the scenario (or `accuracy`)
+        of an inference Case, and precision."""
+        extra = "accuracy" if self.mode == "accuracy" else self.performance
+        names = (self.workload.family, self.benchmark, self.task, extra, self.precision)
+        return tuple(dict.fromkeys(filter(None, names)))
 
 
-def expand(task: str, benchmarks: Sequence[str], systems: Iterable[System]) -> list[Case]:
-    """Cases for a suite function covering `benchmarks` (all of `task` when empty), in system-file order."""
+def expand(task: str, benchmarks: Sequence[str], systems: Iterable[System], accuracy: bool = False) -> list[Case]:
+    """Cases for a suite function covering `benchmarks` (all of `task` when empty), in system-file order; for
+    inference, one per scenario, or with `accuracy` one accuracy pass per benchmark x precision x system."""
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; expected one of: {', '.join(TASKS)}")
     workloads = known()
     unknown = [name for name in benchmarks if name not in workloads]
     if unknown:
         raise ValueError(f"unknown benchmark {', '.join(map(repr, unknown))}; known: {', '.join(sorted(workloads))}")
+    if task == "inference":
+        return _inference(set(benchmarks), systems, workloads, accuracy)
     wanted = set(benchmarks or [name for name, w in workloads.items() if w.task == task])
     cases = []
     for system in systems:
@@ -59,6 +80,23 @@ def expand(task: str, benchmarks: Sequence[str], systems: Iterable[System]) -> l
     return cases
 
 
+def _inference(
+    wanted: set[str], systems: Iterable[System], workloads: dict[str, Workload], accuracy: bool
+) -> list[Case]:
+    """Inference Cases of the systems' `inference` sections (every benchmark there when `wanted` is empty)."""
+    cases = []
+    for system in systems:
+        for name, entry in system.spec.inference.items():
+            if wanted and name not in wanted:
+                continue
+            scenarios = [None] if accuracy else [s for s in SCENARIOS if getattr(entry.scenarios, s) is not None]
+            for precision in sorted(entry.precisions, key=INFERENCE_PRECISIONS.index):
+                for scenario in scenarios:
+                    settings, run = system.inference_settings(name), system.scenario(name, scenario)
+                    cases.append(Case("inference", workloads[name], precision, system, settings, run))
+    return cases
+
+
 def marker_lines() -> list[str]:
     """`markers` ini lines for every mark a Case can carry, so --strict-markers accepts them."""
     lines = [
@@ -66,7 +104,9 @@ def marker_lines() -> list[str]:
         "training: MLPerf-style training throughput tests",
         "inference: MLPerf-style inference tests",
     ]
-    lines += [f"{p}: tests run in {p} precision" for p in PRECISIONS]
+    lines += [f"{p}: tests run in {p} precision" for p in dict.fromkeys(PRECISIONS + INFERENCE_PRECISIONS)]
+    lines += [f"{s}: inference tests in MLPerf's {s} scenario" for s in SCENARIOS]
+    lines.append("accuracy: inference accuracy against the FP32 model (LoadGen AccuracyOnly)")
     for name, workload in sorted(known().items()):
         lines.append(f"{workload.family}: the {workload.family} benchmark family")
         lines.append(f"{name}: {workload.description}")

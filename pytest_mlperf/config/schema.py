@@ -17,10 +17,13 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ..run.precision import PRECISIONS
+from ..run.loadgen import Scenario
+from ..run.precision import INFERENCE_PRECISIONS, PRECISIONS
 
 PrecisionName = Literal["fp32", "tf32", "amp", "fp16", "bf16"]
 assert typing.get_args(PrecisionName) == PRECISIONS
+InferencePrecisionName = Literal["fp32", "bf16", "int8"]
+assert typing.get_args(InferencePrecisionName) == INFERENCE_PRECISIONS
 BatchPer = Literal["device", "global"]
 PositiveInt = Annotated[int, Field(gt=0)]
 Count = Annotated[int, Field(ge=0)]
@@ -65,6 +68,61 @@ class BenchmarkSpec(_Spec):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
+class _ScenarioSpec(_Spec):
+    """LoadGen's run length: it stops once both minimums are met (early stopping may need more queries to be
+    VALID: 64 in SingleStream, 459 in Server, 662 in MultiStream)."""
+
+    min_duration_ms: PositiveInt
+    min_query_count: PositiveInt
+
+
+class OfflineSpec(_ScenarioSpec):
+    expected_qps: PositiveFloat  #: LoadGen issues 1.1 x min duration x this many samples in one query
+    max_batch: PositiveInt = 1  #: samples per predict call
+
+
+class ServerSpec(_ScenarioSpec):
+    target_qps: PositiveFloat  #: the Poisson arrival rate LoadGen offers
+    latency_ms: PositiveFloat  #: the p99 latency bound
+    max_batch: PositiveInt = 1  #: the most waiting samples grouped into one predict call
+
+
+class SingleStreamSpec(_ScenarioSpec):
+    expected_latency_ms: PositiveFloat  #: LoadGen pre-generates 2 x min duration of queries at this latency
+
+
+class MultiStreamSpec(_ScenarioSpec):
+    expected_latency_ms: PositiveFloat  #: of a whole query
+    samples_per_query: PositiveInt = 8  #: MLPerf's
+
+
+class ScenariosSpec(_Spec):
+    offline: OfflineSpec | None = None
+    server: ServerSpec | None = None
+    singlestream: SingleStreamSpec | None = None
+    multistream: MultiStreamSpec | None = None
+
+    @model_validator(mode="after")
+    def _some(self) -> ScenariosSpec:
+        if not self.model_fields_set:
+            raise ValueError("at least one scenario is needed; expected some of: " + ", ".join(type(self).model_fields))
+        return self
+
+
+class InferenceSpec(_Spec):
+    preset: Text = "real"  #: the training workload's preset whose model is trained, then served
+    samples: PositiveInt  #: the query sample library's size, all of it in memory (performance_sample_count)
+    precisions: list[InferencePrecisionName] = Field(min_length=1)
+    scenarios: ScenariosSpec
+
+    @model_validator(mode="after")
+    def _distinct(self) -> InferenceSpec:
+        twice = sorted({p for p in self.precisions if self.precisions.count(p) > 1})
+        if twice:
+            raise ValueError(f"precisions: {', '.join(twice)} listed more than once")
+        return self
+
+
 class Accelerator(_Spec):
     kind: Literal["cpu", "cuda"]
     model: Text  #: as the driver names it, e.g. "NVIDIA TITAN RTX"; matched by --system=auto
@@ -89,6 +147,7 @@ class SystemSpec(_Spec):
     host: Host = Host()
     container: Container | None = None
     benchmarks: dict[str, BenchmarkSpec] = Field(min_length=1)
+    inference: dict[str, InferenceSpec] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _global_batches_divide(self) -> SystemSpec:
@@ -152,6 +211,42 @@ class System:
             compile=bench.compile,
         )
 
+    def inference_settings(self, benchmark: str) -> RunSettings:
+        """An inference entry as RunSettings (the Record's columns): one LoadGen run on the whole system."""
+        entry = self.spec.inference[benchmark]
+        return RunSettings(entry.preset, 1, "global", self.spec.accelerator.count, 0, 1, 1, None)
+
+    def scenario(self, benchmark: str, name: str | None) -> Scenario:
+        """LoadGen's settings for scenario `name` of an inference entry; None: the accuracy pass, which LoadGen runs
+        in Offline over every sample once (durations and expected rates do not apply), batched as Offline is."""
+        entry = self.spec.inference[benchmark]
+        common: dict[str, Any] = {"performance_sample_count": entry.samples}
+        s = entry.scenarios
+        if name is None:
+            batch = s.offline.max_batch if s.offline else 1
+            return Scenario("offline", "accuracy", offline_expected_qps=1.0, max_batch=batch, **common)
+        spec = getattr(s, name)
+        common |= {"min_duration_ms": spec.min_duration_ms, "min_query_count": spec.min_query_count}
+        if isinstance(spec, OfflineSpec):
+            return Scenario(name, offline_expected_qps=spec.expected_qps, max_batch=spec.max_batch, **common)
+        if isinstance(spec, ServerSpec):
+            return Scenario(
+                name,
+                server_target_qps=spec.target_qps,
+                server_target_latency_ms=spec.latency_ms,
+                max_batch=spec.max_batch,
+                **common,
+            )
+        if isinstance(spec, SingleStreamSpec):
+            return Scenario(name, single_stream_expected_latency_ms=spec.expected_latency_ms, **common)
+        return Scenario(
+            name,
+            multi_stream_expected_latency_ms=spec.expected_latency_ms,
+            multi_stream_samples_per_query=spec.samples_per_query,
+            max_batch=spec.samples_per_query,
+            **common,
+        )
+
 
 def load_system(path: Path) -> System:
     """Parse and validate one system file, raising SystemFileError with the file, key path and expectation."""
@@ -183,8 +278,8 @@ def _describe(error: Any) -> str:
         return f"{where}: unknown key; expected one of: {', '.join(_fields_at(loc[:-1]))}"
     if kind == "missing":
         return f"{where}: required key is missing"
-    if kind == "value_error":
-        return str(error["ctx"]["error"])
+    if kind == "value_error":  # a validator's own message; those of nested models do not know where they are
+        return f"{where}: {error['ctx']['error']}" if loc else str(error["ctx"]["error"])
     return f"{where}: {error['msg'][0].lower()}{error['msg'][1:]}, got {error['input']!r}"
 
 

@@ -6,6 +6,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from ..workloads import Workload
 from ..workloads import known as known_workloads
 from .schema import System, SystemFileError, load_system
 
@@ -53,6 +54,21 @@ def check_against_workloads(system: System) -> None:
                     f"{system.path}: benchmarks.{name}.precisions.{precision}.baseline.unit: "
                     f"{entry.baseline.unit!r}, but {name} is measured in {workload.unit!r}"
                 )
+    _check_inference(system, workloads)
+
+
+def _check_inference(system: System, workloads: dict[str, Workload]) -> None:
+    """Inference entries serve a training workload's model: the benchmark and its preset must exist."""
+    for name, entry in system.spec.inference.items():
+        if name not in workloads:
+            raise SystemFileError(
+                f"{system.path}: inference.{name}: unknown benchmark; known: {', '.join(sorted(workloads))}"
+            )
+        if entry.preset not in workloads[name].presets:
+            raise SystemFileError(
+                f"{system.path}: inference.{name}.preset: {entry.preset!r} is not a preset of {name}; "
+                f"expected one of: {', '.join(workloads[name].presets)}"
+            )
 
 
 def select(option: str, dirs: Iterable[Path]) -> list[System]:

@@ -17,8 +17,10 @@ import torch
 
 from ..config.matrix import Case
 from ..run.flops import Work
+from ..run.loadgen import LoadgenRun
 from ..run.measure import Measurement
 from ..run.quality import QualityResult
+from ..run.serving import Accuracy
 from .verdict import against_baseline, against_earlier, against_quality
 
 PROPERTY = "mlperf_record"  #: the user_properties key a Record travels under
@@ -68,6 +70,15 @@ class Record:
     quality_steps: int | None = None  #: training steps when the target was reached (or the budget ran out)
     quality_status: str = ""  #: reached or not reached
     quality_minutes: float | None = None  #: time to quality, from the first touch of the training data, as MLPerf
+    scenario: str = ""  #: inference: the LoadGen scenario (offline for the accuracy pass)
+    mode: str = ""  #: inference: performance or accuracy
+    metric: str = ""  #: inference: the scenario's official metric (its value and unit are `mean` and `unit`)
+    lower_is_better: bool | None = None  #: of the metric
+    validity: str = ""  #: LoadGen's verdict: VALID or INVALID
+    failed_checks: str = ""  #: LoadGen's unmet sub-checks, comma-separated
+    loadgen_dir: str = ""  #: LoadGen's logs
+    accuracy_reference: float | None = None  #: the FP32 model's accuracy on the same samples, without LoadGen
+    accuracy_ratio: float | None = None  #: quality_value / accuracy_reference
     data: str = ""  #: "synthetic", or the real dataset and its folder
     compiled: bool = False  #: the models ran through torch.compile
     flops_per_item: float | None = None  #: counted in one training step (forward, backward, optimizer)
@@ -87,9 +98,9 @@ class Record:
     losses: list[float] = field(default_factory=list)  #: every step's: the FLOP-counting one, warm-up, measured
 
     @property
-    def key(self) -> tuple[str, str, str, int, int]:
+    def key(self) -> tuple[str, str, str, int, int, str, str]:
         """What matches a result to an earlier run's: the Case key, never the node id."""
-        return (self.benchmark, self.precision, self.system, self.global_batch, self.devices)
+        return (self.benchmark, self.precision, self.system, self.global_batch, self.devices, self.scenario, self.mode)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -113,8 +124,11 @@ def build(
     earlier: float | None,
     tolerance: float,
     earlier_source: str,
+    loadgen: LoadgenRun | None = None,
+    accuracy: Accuracy | None = None,
 ) -> Record:
-    """A Record of the case and, when it ran, its measurement judged against the baseline and earlier run."""
+    """A Record of the case and, when it ran, its measurement judged against the baseline and earlier run, or its
+    LoadGen run (the official metric as `mean` and `unit`) and accuracy."""
     s = case.settings
     record = Record(
         test="",
@@ -152,6 +166,13 @@ def build(
             work.peak_flops,
             work.peak_source,
         )
+    if case.scenario is not None:
+        record.scenario, record.mode = case.scenario.name, case.scenario.mode
+        record.batch_size = record.global_batch = case.scenario.max_batch
+    if loadgen is not None:
+        _loadgen(record, loadgen)
+    if accuracy is not None:
+        record.accuracy_reference, record.accuracy_ratio = accuracy.reference, accuracy.ratio
     if measurement is None:
         return record
     summary = measurement.summary()
@@ -170,3 +191,12 @@ def build(
         gate = against_earlier(summary.mean, record.unit, earlier, tolerance, earlier_source)
         record.earlier, record.earlier_status, record.earlier_ratio = earlier, gate.status, gate.ratio
     return record
+
+
+def _loadgen(record: Record, run: LoadgenRun) -> None:
+    result = run.result
+    record.loadgen_dir, record.seconds = str(run.outdir), run.seconds
+    record.validity, record.failed_checks = result.validity or "", ", ".join(result.failed_checks)
+    if result.metric is not None:
+        record.metric, record.mean, record.unit = result.metric.name, result.metric.value, result.metric.unit
+        record.lower_is_better = result.metric.lower_is_better

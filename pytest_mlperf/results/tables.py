@@ -10,9 +10,9 @@ from .record import COLUMNS, Record
 
 #: the columns people read; the CSV and JSON keep every column
 SHOWN = [
-    "id", "outcome", "global_batch", "devices", "mean", "sd_pct", "unit", "flops_per_item", "peak_fraction",
-    "baseline", "baseline_ratio", "baseline_status", "earlier_ratio", "earlier_status", "quality_value",
-    "quality_status", "duration",
+    "id", "outcome", "global_batch", "devices", "metric", "mean", "sd_pct", "unit", "validity", "flops_per_item",
+    "peak_fraction", "baseline", "baseline_ratio", "baseline_status", "earlier_ratio", "earlier_status",
+    "quality_value", "quality_status", "duration",
 ]  # fmt: skip
 
 
@@ -21,13 +21,17 @@ def frame(records: Sequence[Record]) -> pd.DataFrame:
 
 
 def pivot(records: Sequence[Record]) -> pd.DataFrame:
-    """Mean items/s per system (rows) and benchmark-precision (columns), as Lambda publishes its tables.
+    """Mean items/s per system (rows) and benchmark-precision (columns), as Lambda publishes its tables; inference
+    columns name the scenario too, and show its official metric.
 
     A test that ran and measured nothing shows "failed"; a skipped one stays empty.
     """
     cells: dict[tuple[str, str], object] = {}
     for r in records:
-        column = f"{r.benchmark}-{r.precision} ({r.unit})"
+        if r.mode == "accuracy":  # no throughput; its figures are in the flat table
+            continue
+        scenario = r.scenario if r.mode == "performance" else ""
+        column = "-".join(filter(None, (r.benchmark, scenario, r.precision))) + f" ({r.unit})"
         if r.mean is not None:
             cells[(r.system, column)] = round(r.mean, 1)
         else:

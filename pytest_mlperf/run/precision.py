@@ -5,6 +5,7 @@
 - amp: automatic mixed precision: float16 autocast with a GradScaler on CUDA, bfloat16 autocast on CPU.
 - fp16: parameters and data in float16 ("pure" fp16, as Lambda's v0 ResNet-50 FP16 column); CUDA only.
 - bf16: bfloat16 autocast, no loss scaling needed; CUDA from Ampere on, and CPU.
+- int8 (inference only): dynamic quantization of Linear/LSTM layers (`pytest_mlperf.run.serving`); CPU only for now.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 import torch
 
 PRECISIONS = ("fp32", "tf32", "amp", "fp16", "bf16")
+INFERENCE_PRECISIONS = ("fp32", "bf16", "int8")
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,8 @@ class Precision:
 
 def unsupported(name: str, device: torch.device) -> str | None:
     """Why `device` cannot run precision `name`, or None when it can."""
+    if name == "int8" and device.type != "cpu":
+        return "int8 inference on CUDA is not supported yet (dynamic quantization runs on the CPU only)"
     if device.type == "cpu":
         if name in ("tf32", "fp16"):
             return f"{name} needs a CUDA GPU (tensor cores); the CPU has no {name} training kernels"

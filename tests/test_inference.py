@@ -1,0 +1,157 @@
+"""Inference through the real LoadGen: system-file schema, the matrix of inference Cases, and the suite end to end on
+small systems written here (one VALID, one whose Offline run cannot last its minimum duration)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from helpers import REPO, system
+
+from pytest_mlperf.config.matrix import expand
+from pytest_mlperf.config.schema import SystemFileError, load_system
+from pytest_mlperf.config.systems import check_against_workloads
+
+SCENARIOS = {
+    "offline": {"expected_qps": 400, "max_batch": 32, "min_duration_ms": 300, "min_query_count": 1},
+    "singlestream": {"expected_latency_ms": 5, "min_duration_ms": 200, "min_query_count": 64},
+}
+
+
+def inference_system(name: str, scenarios: dict[str, Any] | None = None, **entry: Any) -> dict[str, Any]:
+    """A system file training nothing we run here, serving ResNet-50's cpu model on 32 samples."""
+    content = system(name, benchmark="resnet50")
+    content["inference"] = {
+        "resnet50": {
+            "preset": "cpu",
+            "samples": 32,
+            "precisions": ["fp32", "int8"],
+            "scenarios": scenarios or SCENARIOS,
+            **entry,
+        }
+    }
+    return content
+
+
+def write(folder: Path, content: dict[str, Any]) -> Path:
+    path = folder / f"{content['name']}.yaml"
+    path.write_text(yaml.safe_dump(content, sort_keys=False))
+    return path
+
+
+def load(path: Path) -> Any:
+    loaded = load_system(path)
+    check_against_workloads(loaded)
+    return loaded
+
+
+def test_cases_have_scenario_ids_marks_and_loadgen_settings(tmp_path: Path) -> None:
+    tiny = load(write(tmp_path, inference_system("tiny")))
+    performance = expand("inference", [], [tiny])
+    assert [c.id for c in performance] == [
+        "resnet50-offline-fp32-tiny",
+        "resnet50-singlestream-fp32-tiny",
+        "resnet50-offline-int8-tiny",
+        "resnet50-singlestream-int8-tiny",
+    ]
+    offline_int8 = performance[2]
+    assert offline_int8.marks == ("resnet", "resnet50", "inference", "offline", "int8")
+    scenario = offline_int8.scenario
+    assert scenario is not None and (scenario.mode, scenario.offline_expected_qps, scenario.max_batch) == (
+        "performance",
+        400,
+        32,
+    )
+    assert scenario.performance_sample_count == 32 and scenario.min_duration_ms == 300
+    assert len({c.key for c in performance}) == len(performance)
+    accuracy = expand("inference", ["resnet50"], [tiny], accuracy=True)
+    assert [c.id for c in accuracy] == ["resnet50-fp32-tiny", "resnet50-int8-tiny"]
+    assert accuracy[1].marks == ("resnet", "resnet50", "inference", "accuracy", "int8")
+    assert accuracy[1].scenario is not None and accuracy[1].scenario.mode == "accuracy"
+    training = expand("training", ["resnet50"], [tiny])
+    assert [(c.id, c.scenario) for c in training] == [("resnet50-fp32-tiny", None)]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {"scenarios": {"batch": {"min_duration_ms": 1, "min_query_count": 1}}},
+            "inference.resnet50.scenarios.batch: unknown key; expected one of: offline, server, singlestream, "
+            "multistream",
+        ),
+        (
+            {"scenarios": {"offline": {"max_batch": 8, "min_duration_ms": 1, "min_query_count": 1}}},
+            "inference.resnet50.scenarios.offline.expected_qps: required key is missing",
+        ),
+        (
+            {"scenarios": {"server": {**SCENARIOS["offline"], "target_qps": 5}}},
+            "inference.resnet50.scenarios.server.expected_qps: unknown key; expected one of: min_duration_ms, "
+            "min_query_count, target_qps, latency_ms, max_batch",
+        ),
+        ({"scenarios": {}}, "inference.resnet50.scenarios: at least one scenario is needed"),
+        ({"precisions": ["fp32", "amp"]}, "inference.resnet50.precisions.1: input should be 'fp32', 'bf16' or 'int8'"),
+        ({"precisions": ["int8", "int8"]}, "inference.resnet50: precisions: int8 listed more than once"),
+        ({"preset": "huge"}, "inference.resnet50.preset: 'huge' is not a preset of resnet50"),
+    ],
+)
+def test_inference_section_errors_name_file_and_key(tmp_path: Path, change: dict[str, Any], message: str) -> None:
+    content = inference_system("bad")
+    content["inference"]["resnet50"] |= change
+    path = write(tmp_path, content)
+    with pytest.raises(SystemFileError) as error:
+        load(path)
+    assert str(error.value).startswith(f"{path}: ") and message in str(error.value)
+
+
+def test_unknown_inference_benchmark_is_named(tmp_path: Path) -> None:
+    content = inference_system("bad")
+    content["inference"] = {"resnet51": content["inference"]["resnet50"]}
+    path = write(tmp_path, content)
+    with pytest.raises(SystemFileError, match=r"bad\.yaml: inference\.resnet51: unknown benchmark"):
+        load(path)
+
+
+def test_suite_runs_loadgen_valid_and_accurate_and_fails_invalid(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    systems, reports = tmp_path / "systems", tmp_path / "reports"
+    systems.mkdir()
+    write(systems, inference_system("tiny"))
+    # 1 sample/s expected: LoadGen's one Offline query of 1.1 x 0.3 s x 1 samples ends long before 30 s
+    slow = {"offline": {"expected_qps": 1, "max_batch": 4, "min_duration_ms": 30_000, "min_query_count": 1}}
+    write(systems, inference_system("short", slow, precisions=["fp32"]))
+    result = pytester.runpytest_subprocess(
+        str(REPO / "suites"), f"--rootdir={REPO}", "-p", "no:cacheprovider", "--system=tiny,short",
+        f"--systems-dir={systems}", f"--mlperf-reports={reports}", "-m", "inference",
+    )  # fmt: skip
+    result.assert_outcomes(passed=7, failed=1)
+    records = {r["id"]: r for r in json.loads((reports / "latest" / "results.json").read_text())["records"]}
+    assert set(records) == {
+        "resnet50-offline-fp32-tiny", "resnet50-singlestream-fp32-tiny", "resnet50-offline-int8-tiny",
+        "resnet50-singlestream-int8-tiny", "resnet50-fp32-tiny", "resnet50-int8-tiny", "resnet50-offline-fp32-short",
+        "resnet50-fp32-short",
+    }  # fmt: skip
+    for name in ("offline", "singlestream"):
+        for precision in ("fp32", "int8"):
+            record = records[f"resnet50-{name}-{precision}-tiny"]
+            assert record["outcome"] == "passed" and record["validity"] == "VALID", record["message"]
+            assert (record["scenario"], record["mode"], record["failed_checks"]) == (name, "performance", "")
+            assert record["unit"] == ("samples/s" if name == "offline" else "ms") and record["mean"] > 0
+            assert record["lower_is_better"] == (name == "singlestream") and record["metric"]
+            logs = Path(record["loadgen_dir"])
+            assert logs == (reports / "latest").resolve() / "loadgen" / record["id"]
+            assert "Result is : VALID" in (logs / "mlperf_log_summary.txt").read_text()
+    for precision in ("fp32", "int8"):
+        record = records[f"resnet50-{precision}-tiny"]
+        assert record["outcome"] == "passed" and record["mode"] == "accuracy", record["message"]
+        assert record["quality_value"] >= 0.99 * record["accuracy_reference"] > 0
+        assert record["accuracy_ratio"] == pytest.approx(record["quality_value"] / record["accuracy_reference"])
+    assert records["resnet50-fp32-tiny"]["accuracy_ratio"] == 1.0  # the same model: LoadGen changes no answer
+    invalid = records["resnet50-offline-fp32-short"]
+    assert invalid["outcome"] == "failed" and invalid["validity"] == "INVALID"
+    assert "min duration" in invalid["failed_checks"] and "min duration not met" in invalid["message"]
+    result.stdout.fnmatch_lines(["*resnet50-offline-fp32-short*INVALID*min duration not met*"])
+    pivot = (reports / "latest" / "results.md").read_text()
+    assert "resnet50-offline-int8 (samples/s)" in pivot and "resnet50-singlestream-int8 (ms)" in pivot
