@@ -101,9 +101,10 @@ def test_case_fixture_without_the_mark_fails_clearly(project) -> None:
 
 
 def test_cpu_suite_runs_the_whole_catalogue(pytester: pytest.Pytester) -> None:
-    """`make bench` (the cpu system) trains every registered workload, each at least in fp32."""
+    """`make bench` (the cpu system) trains every built-in workload, each at least in fp32."""
     from pytest_mlperf.workloads import known
 
     result = collect(pytester, "--system=cpu", "-m", "training and fp32")
     ids = {line.split("[")[1].removesuffix("-fp32-cpu]") for line in result.outlines if "::" in line}
-    assert ids == set(known())
+    # Only the package's own: other tests register workloads of their own in this process.
+    assert ids == {name for name, w in known().items() if w.build.__module__.startswith("pytest_mlperf.")}
