@@ -14,7 +14,8 @@ from .config.matrix import Case
 from .data import DATASETS, DatasetError, DatasetMissing, Prepared, ensure
 from .resources.devices import Unavailable, describe, place
 from .resources.peaks import peak
-from .results.verdict import against_baseline, against_earlier, against_quality
+from .results.loadgen_logs import parse_logs
+from .results.verdict import Verdict, against_baseline, against_earlier, against_quality
 from .run import loadgen
 from .run.flops import Work, counted
 from .run.measure import Measurement, NonFiniteLoss, Plan, measure, synchronizer
@@ -33,6 +34,7 @@ DATA = pytest.StashKey[str]()
 COMPILED = pytest.StashKey[bool]()
 LOADGEN = pytest.StashKey[loadgen.LoadgenRun]()
 ACCURACY = pytest.StashKey[Accuracy]()
+PEAK = pytest.StashKey[loadgen.PeakSearch]()
 
 
 @pytest.fixture
@@ -140,17 +142,25 @@ class Bench:
 
     def check(self, measurement: Measurement) -> None:
         """Fail on a miss of the baseline target or (with --compare) a regression against the earlier run."""
-        mean = measurement.summary().mean
-        unit = self.case.workload.unit
-        verdicts = [against_baseline(mean, unit, self.case.settings.baseline)]
-        if self.session.earlier_source:
-            earlier = self.session.earlier_for(self.case)
-            verdicts.append(against_earlier(mean, unit, earlier, self.session.tolerance, self.session.earlier_source))
+        verdicts = judged(self.case, self.session, measurement.summary().mean, self.case.workload.unit)
         verdicts.append(against_quality(self.node.stash[QUALITY]))
-        failures = [v.message for v in verdicts if v.failed]
-        if failures:
-            on = describe(self.device)
-            pytest.fail(f"{self.case.id} on {on}: " + "\n".join(failures), pytrace=False)
+        fail_on(self.case, self.device, [v.message for v in verdicts if v.failed])
+
+
+def judged(case: Case, session: MlperfSession, value: float, unit: str, lower_is_better: bool = False) -> list[Verdict]:
+    """The figure against the case's baseline and (with --compare) the earlier run's."""
+    verdicts = [against_baseline(value, unit, case.settings.baseline, lower_is_better)]
+    if session.earlier_source:
+        earlier = session.earlier_for(case)
+        verdicts.append(
+            against_earlier(value, unit, earlier, session.tolerance, session.earlier_source, lower_is_better)
+        )
+    return verdicts
+
+
+def fail_on(case: Case, device: torch.device, failures: list[str]) -> None:
+    if failures:
+        pytest.fail(f"{case.id} on {describe(device)}: " + "\n".join(failures), pytrace=False)
 
 
 @pytest.fixture
@@ -161,12 +171,13 @@ def bench(request: pytest.FixtureRequest, case: Case, device: torch.device, data
 class Serve:
     """Serves a case's trained model to LoadGen: a performance run in the case's scenario, or the accuracy pass."""
 
-    def __init__(self, case: Case, device: torch.device, logs: Path, node: pytest.Item) -> None:
+    def __init__(self, case: Case, device: torch.device, logs: Path, session: MlperfSession, node: pytest.Item) -> None:
         if case.scenario is None:
             pytest.fail(f"{case.id}: the `serve` fixture needs an inference case", pytrace=False)
         self.case, self.scenario = case, case.scenario
         self.device = device
         self.logs = logs / case.id  #: LoadGen's log folder
+        self.session = session
         self.node = node
         samples = self.scenario.performance_sample_count
         assert samples is not None  # System.scenario sets it
@@ -182,7 +193,10 @@ class Serve:
 
     def _run(self, predict: Classifier) -> loadgen.LoadgenRun:
         try:
-            run = loadgen.run(predict, self.library, self.scenario, self.logs)
+            if self._searching:
+                run = self._peak(predict)
+            else:
+                run = loadgen.run(predict, self.library, self.scenario, self.logs)
         except loadgen.PredictError as exc:
             problem = f"{self.case.id}: {exc}"
         else:
@@ -190,15 +204,39 @@ class Serve:
             return run
         pytest.fail(problem, pytrace=False)
 
+    @property
+    def _searching(self) -> bool:
+        return self.case.performance == "server" and bool(self.node.config.getoption("mlperf_find_peak"))
+
+    def _peak(self, predict: Classifier) -> loadgen.LoadgenRun:
+        """--find-peak-qps: the highest VALID Server target, searched from the system file's; the run at that target
+        is the result, every trial goes into the record."""
+        start = time.perf_counter()
+        search = loadgen.find_peak_qps(predict, self.library, self.scenario, self.logs)
+        self.node.stash[PEAK] = search
+        if search.peak_qps is None:
+            tried = ", ".join(f"{t.target_qps:.4g} ({', '.join(t.failed_checks)})" for t in search.trials)
+            pytest.fail(f"{self.case.id}: no Server target QPS was VALID; tried {tried}", pytrace=False)
+        best = next(t for t in search.trials if t.target_qps == search.peak_qps and t.validity == "VALID")
+        scenario = dataclasses.replace(self.scenario, server_target_qps=search.peak_qps)
+        folder = Path(best.log_dir)
+        return loadgen.LoadgenRun(scenario, folder, parse_logs(folder), time.perf_counter() - start)
+
     def performance(self) -> loadgen.LoadgenRun:
-        """One LoadGen run of the case's scenario; its logs stay in `logs`."""
+        """One LoadGen run of the case's scenario (with --find-peak-qps, Server's peak search); its logs stay in
+        `logs`."""
         return self._run(self._model()[1])
 
     def check(self, run: loadgen.LoadgenRun) -> None:
-        """An INVALID run fails, naming LoadGen's unmet checks."""
-        if not run.result.valid:
-            on = describe(self.device)
-            pytest.fail(f"{self.case.id} on {on}: {run.result.message}\n(LoadGen logs: {run.outdir})", pytrace=False)
+        """An INVALID run fails, naming LoadGen's unmet checks; a VALID one is judged on the scenario's official
+        metric against the baseline and (with --compare) the earlier run, latencies lower-is-better."""
+        result = run.result
+        if not result.valid:
+            fail_on(self.case, self.device, [f"{result.message}\n(LoadGen logs: {run.outdir})"])
+        metric = result.metric
+        assert metric is not None  # a VALID performance run always logs its metric
+        verdicts = judged(self.case, self.session, metric.value, metric.unit, metric.lower_is_better)
+        fail_on(self.case, self.device, [f"{metric.name}: {v.message}" for v in verdicts if v.failed])
 
     def accuracy(self) -> Accuracy:
         """LoadGen's AccuracyOnly pass over every sample, scored top-1 against the labels, beside the FP32 model's
@@ -230,4 +268,4 @@ def serve(request: pytest.FixtureRequest, case: Case, device: torch.device) -> S
     temporary one)."""
     store = request.config.stash[SESSION].store
     logs = store.dir / "loadgen" if store else request.getfixturevalue("tmp_path_factory").mktemp("loadgen")
-    return Serve(case, device, logs, request.node)
+    return Serve(case, device, logs, request.config.stash[SESSION], request.node)

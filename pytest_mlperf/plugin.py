@@ -50,6 +50,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "default: the mlperf_data_dir ini value, else synthetic data",
     )
     group.addoption(
+        "--find-peak-qps",
+        dest="mlperf_find_peak",
+        action="store_true",
+        help="Server scenarios: search for the highest target QPS LoadGen judges VALID, from the system file's",
+    )
+    group.addoption(
         "--torch-compile",
         dest="mlperf_compile",
         action="store_true",

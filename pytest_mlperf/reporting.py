@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
 import pytest
 
 from .config.matrix import Case
-from .fixtures import ACCURACY, COMPILED, DATA, DEVICE, LOADGEN, MEASUREMENT, QUALITY, SESSION, WORK
+from .fixtures import ACCURACY, COMPILED, DATA, DEVICE, LOADGEN, MEASUREMENT, PEAK, QUALITY, SESSION, WORK
 from .results import html as html_report
+from .results.loadgen_logs import DETAIL, SUMMARY
 from .results.record import PROPERTY, Record, build
 from .session import MlperfSession
 
@@ -86,6 +90,9 @@ def attach_record(item: pytest.Item, call: pytest.CallInfo[None], report: pytest
     record.test = item.nodeid
     record.data = item.stash.get(DATA, "")
     record.compiled = item.stash.get(COMPILED, False)
+    if PEAK in item.stash:
+        search = item.stash[PEAK]
+        record.peak_qps, record.peak_trials = search.peak_qps, [dataclasses.asdict(t) for t in search.trials]
     record.outcome = _outcome(report)
     record.message = _message(report)
     record.duration = report.duration
@@ -94,7 +101,15 @@ def attach_record(item: pytest.Item, call: pytest.CallInfo[None], report: pytest
     if call.when == "call" and item.config.pluginmanager.hasplugin("html"):
         from pytest_html import extras
 
-        report.extras = [*getattr(report, "extras", []), extras.html(html_report.figures(record))]
+        links = [
+            extras.url(html_report.log_link(Path(record.loadgen_dir) / name, session.store), name=f"LoadGen {name}")
+            for name in LOADGEN_LOGS
+            if record.loadgen_dir
+        ]
+        report.extras = [*getattr(report, "extras", []), extras.html(html_report.figures(record)), *links]
+
+
+LOADGEN_LOGS = (SUMMARY, DETAIL)
 
 
 def _outcome(report: pytest.TestReport) -> str:

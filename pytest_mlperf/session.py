@@ -100,7 +100,8 @@ def _systems(config: pytest.Config) -> tuple[list[System] | None, str]:
 
 
 def _earlier(path: Path) -> dict[Key, float]:
-    """Mean throughput per case key in an earlier run's results.json; repeated keys are averaged."""
+    """Mean figure (throughput, or an inference scenario's metric) per case key in an earlier run's results.json;
+    repeated keys are averaged; LoadGen runs judged INVALID are left out."""
     try:
         records = load_results(path)
     except FileNotFoundError:
@@ -109,6 +110,6 @@ def _earlier(path: Path) -> dict[Key, float]:
         raise pytest.UsageError(f"--compare={path}: not a pytest-mlperf results.json ({exc!r})") from None
     means: dict[Key, list[float]] = {}
     for r in records:
-        if r.mean is not None:
+        if r.mean is not None and r.validity != "INVALID":
             means.setdefault(r.key, []).append(r.mean)
     return {key: fmean(values) for key, values in means.items()}

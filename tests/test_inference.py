@@ -21,6 +21,10 @@ SCENARIOS = {
 }
 
 
+def baseline(value: float, unit: str) -> dict[str, Any]:
+    return {"value": value, "unit": unit, "tolerance": 0.1, "source": "test fixture"}
+
+
 def inference_system(name: str, scenarios: dict[str, Any] | None = None, **entry: Any) -> dict[str, Any]:
     """A system file training nothing we run here, serving ResNet-50's cpu model on 32 samples."""
     content = system(name, benchmark="resnet50")
@@ -90,12 +94,25 @@ def test_cases_have_scenario_ids_marks_and_loadgen_settings(tmp_path: Path) -> N
         (
             {"scenarios": {"server": {**SCENARIOS["offline"], "target_qps": 5}}},
             "inference.resnet50.scenarios.server.expected_qps: unknown key; expected one of: min_duration_ms, "
-            "min_query_count, target_qps, latency_ms, max_batch",
+            "min_query_count, baselines, precisions, target_qps, latency_ms, max_batch",
         ),
         ({"scenarios": {}}, "inference.resnet50.scenarios: at least one scenario is needed"),
         ({"precisions": ["fp32", "amp"]}, "inference.resnet50.precisions.1: input should be 'fp32', 'bf16' or 'int8'"),
         ({"precisions": ["int8", "int8"]}, "inference.resnet50: precisions: int8 listed more than once"),
         ({"preset": "huge"}, "inference.resnet50.preset: 'huge' is not a preset of resnet50"),
+        (
+            {"scenarios": {"offline": {**SCENARIOS["offline"], "precisions": ["bf16"]}}},
+            "inference.resnet50: scenarios.offline.precisions: bf16 not among the entry's precisions (fp32, int8)",
+        ),
+        (
+            {
+                "scenarios": {
+                    "singlestream": {**SCENARIOS["singlestream"], "baselines": {"fp32": baseline(5, "samples/s")}}
+                }
+            },
+            "inference.resnet50.scenarios.singlestream: baselines.fp32.unit: 'samples/s', but this scenario's metric "
+            "is in 'ms'",
+        ),
     ],
 )
 def test_inference_section_errors_name_file_and_key(tmp_path: Path, change: dict[str, Any], message: str) -> None:
@@ -118,20 +135,25 @@ def test_unknown_inference_benchmark_is_named(tmp_path: Path) -> None:
 def test_suite_runs_loadgen_valid_and_accurate_and_fails_invalid(pytester: pytest.Pytester, tmp_path: Path) -> None:
     systems, reports = tmp_path / "systems", tmp_path / "reports"
     systems.mkdir()
-    write(systems, inference_system("tiny"))
-    # 1 sample/s expected: LoadGen's one Offline query of 1.1 x 0.3 s x 1 samples ends long before 30 s
-    slow = {"offline": {"expected_qps": 1, "max_batch": 4, "min_duration_ms": 30_000, "min_query_count": 1}}
+    easy = {**SCENARIOS["offline"], "baselines": {"int8": baseline(1, "samples/s")}}
+    write(systems, inference_system("tiny", {**SCENARIOS, "offline": easy}))
+    # 1 sample/s expected: LoadGen's one Offline query of 1.1 x 0.3 s x 1 samples ends long before 30 s; a VALID
+    # SingleStream run whose p90 latency cannot be within 10% of 0.01 ms
+    slow = {
+        "offline": {"expected_qps": 1, "max_batch": 4, "min_duration_ms": 30_000, "min_query_count": 1},
+        "singlestream": {**SCENARIOS["singlestream"], "baselines": {"fp32": baseline(0.01, "ms")}},
+    }
     write(systems, inference_system("short", slow, precisions=["fp32"]))
     result = pytester.runpytest_subprocess(
         str(REPO / "suites"), f"--rootdir={REPO}", "-p", "no:cacheprovider", "--system=tiny,short",
         f"--systems-dir={systems}", f"--mlperf-reports={reports}", "-m", "inference",
     )  # fmt: skip
-    result.assert_outcomes(passed=7, failed=1)
+    result.assert_outcomes(passed=7, failed=2)
     records = {r["id"]: r for r in json.loads((reports / "latest" / "results.json").read_text())["records"]}
     assert set(records) == {
         "resnet50-offline-fp32-tiny", "resnet50-singlestream-fp32-tiny", "resnet50-offline-int8-tiny",
         "resnet50-singlestream-int8-tiny", "resnet50-fp32-tiny", "resnet50-int8-tiny", "resnet50-offline-fp32-short",
-        "resnet50-fp32-short",
+        "resnet50-singlestream-fp32-short", "resnet50-fp32-short",
     }  # fmt: skip
     for name in ("offline", "singlestream"):
         for precision in ("fp32", "int8"):
@@ -149,9 +171,38 @@ def test_suite_runs_loadgen_valid_and_accurate_and_fails_invalid(pytester: pytes
         assert record["quality_value"] >= 0.99 * record["accuracy_reference"] > 0
         assert record["accuracy_ratio"] == pytest.approx(record["quality_value"] / record["accuracy_reference"])
     assert records["resnet50-fp32-tiny"]["accuracy_ratio"] == 1.0  # the same model: LoadGen changes no answer
+    assert records["resnet50-offline-int8-tiny"]["baseline_status"] == "met"
+    assert records["resnet50-offline-fp32-tiny"]["baseline_status"] == "no baseline"
+    slow_latency = records["resnet50-singlestream-fp32-short"]
+    assert slow_latency["validity"] == "VALID" and slow_latency["outcome"] == "failed"
+    assert slow_latency["baseline_status"] == "above" and slow_latency["baseline_ratio"] > 1.1
+    assert "p90 latency" in slow_latency["message"] and "is above the target 0.011 ms" in slow_latency["message"]
     invalid = records["resnet50-offline-fp32-short"]
     assert invalid["outcome"] == "failed" and invalid["validity"] == "INVALID"
     assert "min duration" in invalid["failed_checks"] and "min duration not met" in invalid["message"]
     result.stdout.fnmatch_lines(["*resnet50-offline-fp32-short*INVALID*min duration not met*"])
+    # the HTML report links each run's LoadGen logs, relative to the run folder it sits in
+    page = (reports / "latest" / "report.html").read_text()
+    assert "loadgen/resnet50-offline-int8-tiny/mlperf_log_summary.txt" in page
     pivot = (reports / "latest" / "results.md").read_text()
     assert "resnet50-offline-int8 (samples/s)" in pivot and "resnet50-singlestream-int8 (ms)" in pivot
+
+
+def test_find_peak_qps_searches_server_on_the_valid_verdict(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    systems, reports = tmp_path / "systems", tmp_path / "reports"
+    systems.mkdir()
+    server = {"target_qps": 100, "latency_ms": 600, "max_batch": 8, "min_duration_ms": 300, "min_query_count": 460}
+    write(systems, inference_system("peak", {"server": server}, precisions=["fp32"]))
+    result = pytester.runpytest_subprocess(
+        str(REPO / "suites"), f"--rootdir={REPO}", "-p", "no:cacheprovider", "--system=peak",
+        f"--systems-dir={systems}", f"--mlperf-reports={reports}", "-m", "server", "--find-peak-qps",
+    )  # fmt: skip
+    result.assert_outcomes(passed=1)
+    (record,) = json.loads((reports / "latest" / "results.json").read_text())["records"]
+    trials = record["peak_trials"]
+    valid = [t["target_qps"] for t in trials if t["validity"] == "VALID"]
+    invalid = [t["target_qps"] for t in trials if t["validity"] == "INVALID"]
+    assert valid and invalid and record["peak_qps"] == max(valid) < min(invalid), trials
+    assert all(Path(t["log_dir"]).is_dir() for t in trials)
+    assert Path(record["loadgen_dir"]) == Path(next(t["log_dir"] for t in trials if t["target_qps"] == max(valid)))
+    assert record["validity"] == "VALID" and record["unit"] == "samples/s"

@@ -91,3 +91,20 @@ def test_prepare_compiles_in_place_when_asked() -> None:
         model = torch.nn.Linear(2, 2)
         assert prepare(model, Setup({}, 1, cpu, resolve("fp32", cpu), compile=compile)) is model
         assert (model._compiled_call_impl is not None) == compile
+
+
+def test_latency_verdicts_are_lower_is_better() -> None:
+    from pytest_mlperf.config.schema import MetricBaseline
+    from pytest_mlperf.results.verdict import ABOVE
+
+    p90 = MetricBaseline(value=10.0, unit="ms", tolerance=0.1, source="test")
+    assert against_baseline(10.9, "ms", p90, lower_is_better=True).status == MET
+    missed = against_baseline(11.2, "ms", p90, lower_is_better=True)
+    assert (
+        missed.status == ABOVE
+        and missed.failed
+        and "is above the target 11 ms (baseline 10 ms + 10%)" in (missed.message)
+    )
+    assert against_earlier(10.4, "ms", 10.0, 0.05, "old.json", lower_is_better=True).status == OK
+    assert against_earlier(10.6, "ms", 10.0, 0.05, "old.json", lower_is_better=True).status == SLOWER
+    assert against_earlier(9.0, "ms", 10.0, 0.05, "old.json", lower_is_better=True).status == OK

@@ -92,7 +92,11 @@ def _inference(
             scenarios = [None] if accuracy else [s for s in SCENARIOS if getattr(entry.scenarios, s) is not None]
             for precision in sorted(entry.precisions, key=INFERENCE_PRECISIONS.index):
                 for scenario in scenarios:
-                    settings, run = system.inference_settings(name), system.scenario(name, scenario)
+                    only = getattr(entry.scenarios, scenario).precisions if scenario else None
+                    if only is not None and precision not in only:
+                        continue
+                    settings = system.inference_settings(name, scenario, precision)
+                    run = system.scenario(name, scenario)
                     cases.append(Case("inference", workloads[name], precision, system, settings, run))
     return cases
 

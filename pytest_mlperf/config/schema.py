@@ -12,7 +12,7 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -45,6 +45,20 @@ class Baseline(_Spec):
     tolerance: Annotated[float, Field(ge=0, lt=1)]  #: fraction below `throughput` still accepted
     source: Text  #: where the figure comes from: a publication, or the command and date of our own run
 
+    @property
+    def value(self) -> float:
+        return self.throughput
+
+
+class MetricBaseline(_Spec):
+    """A baseline of an inference scenario's official metric: samples/s (Offline, Server) or ms (SingleStream's p90
+    and MultiStream's p99 latency, where lower is better)."""
+
+    value: PositiveFloat
+    unit: Text
+    tolerance: Annotated[float, Field(ge=0, lt=1)]  #: fraction worse than `value` still accepted
+    source: Text
+
 
 class PrecisionSpec(_Spec):
     batch_size: PositiveInt
@@ -74,6 +88,19 @@ class _ScenarioSpec(_Spec):
 
     min_duration_ms: PositiveInt
     min_query_count: PositiveInt
+    baselines: dict[InferencePrecisionName, MetricBaseline] = Field(default_factory=dict)  #: per precision
+    #: the precisions this scenario runs in (default: all the entry's), e.g. none of the slow ones in MultiStream
+    precisions: list[InferencePrecisionName] | None = None
+    UNIT: ClassVar[str] = "samples/s"  #: of the scenario's official metric
+
+    @model_validator(mode="after")
+    def _baseline_units(self) -> _ScenarioSpec:
+        for precision, baseline in self.baselines.items():
+            if baseline.unit != self.UNIT:
+                raise ValueError(
+                    f"baselines.{precision}.unit: {baseline.unit!r}, but this scenario's metric is in {self.UNIT!r}"
+                )
+        return self
 
 
 class OfflineSpec(_ScenarioSpec):
@@ -88,10 +115,12 @@ class ServerSpec(_ScenarioSpec):
 
 
 class SingleStreamSpec(_ScenarioSpec):
+    UNIT = "ms"  #: p90 latency
     expected_latency_ms: PositiveFloat  #: LoadGen pre-generates 2 x min duration of queries at this latency
 
 
 class MultiStreamSpec(_ScenarioSpec):
+    UNIT = "ms"  #: p99 latency of a query
     expected_latency_ms: PositiveFloat  #: of a whole query
     samples_per_query: PositiveInt = 8  #: MLPerf's
 
@@ -120,6 +149,14 @@ class InferenceSpec(_Spec):
         twice = sorted({p for p in self.precisions if self.precisions.count(p) > 1})
         if twice:
             raise ValueError(f"precisions: {', '.join(twice)} listed more than once")
+        for name in type(self.scenarios).model_fields:
+            spec = getattr(self.scenarios, name)
+            other = sorted(set(spec.precisions or ()) - set(self.precisions)) if spec else []
+            if other:
+                raise ValueError(
+                    f"scenarios.{name}.precisions: {', '.join(other)} not among the entry's precisions "
+                    f"({', '.join(self.precisions)})"
+                )
         return self
 
 
@@ -173,7 +210,7 @@ class RunSettings:
     warmup: int
     repeat: int
     number: int
-    baseline: Baseline | None
+    baseline: Baseline | MetricBaseline | None
     options: Mapping[str, Any] = field(default_factory=dict)
     compile: bool = False
 
@@ -211,10 +248,13 @@ class System:
             compile=bench.compile,
         )
 
-    def inference_settings(self, benchmark: str) -> RunSettings:
-        """An inference entry as RunSettings (the Record's columns): one LoadGen run on the whole system."""
+    def inference_settings(self, benchmark: str, scenario: str | None, precision: str) -> RunSettings:
+        """An inference entry as RunSettings (the Record's columns): one LoadGen run on the whole system, with the
+        scenario's baseline for the precision (none for the accuracy pass, `scenario` None)."""
         entry = self.spec.inference[benchmark]
-        return RunSettings(entry.preset, 1, "global", self.spec.accelerator.count, 0, 1, 1, None)
+        spec = getattr(entry.scenarios, scenario) if scenario else None
+        baseline = spec.baselines.get(precision) if spec else None
+        return RunSettings(entry.preset, 1, "global", self.spec.accelerator.count, 0, 1, 1, baseline)
 
     def scenario(self, benchmark: str, name: str | None) -> Scenario:
         """LoadGen's settings for scenario `name` of an inference entry; None: the accuracy pass, which LoadGen runs

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import html
 from collections.abc import Sequence
+from pathlib import Path
 
 from .record import LISTS, Record
+from .store import RunStore
 from .tables import SHOWN, frame
 
 
@@ -33,6 +35,14 @@ HEADER = [
     '<th class="sortable" data-column-type="throughput">Throughput</th>',
     '<th class="sortable" data-column-type="baseline">vs baseline</th>',
 ]
+
+
+def log_link(path: Path, store: RunStore | None) -> str:
+    """A link to a log: relative to the run folder (where report.html is) when the log is inside it, so the folder
+    can be moved or archived whole; else an absolute file URI."""
+    if store is not None and path.resolve().is_relative_to(store.dir.resolve()):
+        return path.resolve().relative_to(store.dir.resolve()).as_posix()
+    return path.resolve().as_uri()
 
 
 def figures(record: Record) -> str:

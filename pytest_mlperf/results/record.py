@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from ..config.matrix import Case
+from ..config.schema import Baseline, MetricBaseline
 from ..run.flops import Work
 from ..run.loadgen import LoadgenRun
 from ..run.measure import Measurement
@@ -79,6 +80,7 @@ class Record:
     loadgen_dir: str = ""  #: LoadGen's logs
     accuracy_reference: float | None = None  #: the FP32 model's accuracy on the same samples, without LoadGen
     accuracy_ratio: float | None = None  #: quality_value / accuracy_reference
+    peak_qps: float | None = None  #: --find-peak-qps: the highest Server target QPS LoadGen judged VALID
     data: str = ""  #: "synthetic", or the real dataset and its folder
     compiled: bool = False  #: the models ran through torch.compile
     flops_per_item: float | None = None  #: counted in one training step (forward, backward, optimizer)
@@ -93,6 +95,7 @@ class Record:
     host: str = socket.gethostname()
     worker: str = ""
     finished: str = ""
+    peak_trials: list[dict[str, Any]] = field(default_factory=list)  #: --find-peak-qps: every Server run tried
     block_ns: list[int] = field(default_factory=list)
     rates: list[float] = field(default_factory=list)  #: items/s of each block
     losses: list[float] = field(default_factory=list)  #: every step's: the FLOP-counting one, warm-up, measured
@@ -110,7 +113,7 @@ class Record:
         return cls(**data)
 
 
-LISTS = ("block_ns", "rates", "losses")
+LISTS = ("peak_trials", "block_ns", "rates", "losses")
 #: columns of the flat tables (lists stay in JSON only)
 COLUMNS = [f.name for f in dataclasses.fields(Record) if f.name not in LISTS]
 
@@ -152,7 +155,7 @@ def build(
         finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
     if s.baseline is not None:
-        record.baseline, record.tolerance = s.baseline.throughput, s.baseline.tolerance
+        record.baseline, record.tolerance = s.baseline.value, s.baseline.tolerance
         record.baseline_source = s.baseline.source
     if quality is not None:
         record.quality_metric, record.quality_value = quality.metric, quality.value
@@ -171,6 +174,8 @@ def build(
         record.batch_size = record.global_batch = case.scenario.max_batch
     if loadgen is not None:
         _loadgen(record, loadgen)
+        if record.mean is not None and record.validity == "VALID":
+            _judge(record, record.mean, s.baseline, earlier, tolerance, earlier_source, bool(record.lower_is_better))
     if accuracy is not None:
         record.accuracy_reference, record.accuracy_ratio = accuracy.reference, accuracy.ratio
     if measurement is None:
@@ -185,12 +190,24 @@ def build(
         record.flops_achieved = work.flops_per_item * summary.mean
         if work.peak_flops:
             record.peak_fraction = record.flops_achieved / work.peak_flops
-    baseline = against_baseline(summary.mean, record.unit, s.baseline)
-    record.baseline_status, record.baseline_ratio = baseline.status, baseline.ratio
-    if earlier_source:
-        gate = against_earlier(summary.mean, record.unit, earlier, tolerance, earlier_source)
-        record.earlier, record.earlier_status, record.earlier_ratio = earlier, gate.status, gate.ratio
+    _judge(record, summary.mean, s.baseline, earlier, tolerance, earlier_source, False)
     return record
+
+
+def _judge(
+    record: Record,
+    value: float,
+    baseline: Baseline | MetricBaseline | None,
+    earlier: float | None,
+    tolerance: float,
+    earlier_source: str,
+    lower_is_better: bool,
+) -> None:
+    verdict = against_baseline(value, record.unit, baseline, lower_is_better)
+    record.baseline_status, record.baseline_ratio = verdict.status, verdict.ratio
+    if earlier_source:
+        gate = against_earlier(value, record.unit, earlier, tolerance, earlier_source, lower_is_better)
+        record.earlier, record.earlier_status, record.earlier_ratio = earlier, gate.status, gate.ratio
 
 
 def _loadgen(record: Record, run: LoadgenRun) -> None:

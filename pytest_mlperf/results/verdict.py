@@ -1,13 +1,14 @@
-"""Judging a measured throughput against a published baseline and against an earlier run (higher is better)."""
+"""Judging a measured figure against a baseline and against an earlier run: a throughput (higher is better), or an
+inference latency (lower is better)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..config.schema import Baseline
+from ..config.schema import Baseline, MetricBaseline
 from ..run.quality import QualityResult
 
-MET, BELOW, NO_BASELINE = "met", "below", "no baseline"
+MET, BELOW, ABOVE, NO_BASELINE = "met", "below", "above", "no baseline"
 OK, SLOWER, NO_EARLIER = "ok", "slower", "no earlier run"
 REACHED, NOT_REACHED = "reached", "not reached"
 
@@ -20,32 +21,41 @@ class Verdict:
 
     @property
     def failed(self) -> bool:
-        return self.status in (BELOW, SLOWER, NOT_REACHED)
+        return self.status in (BELOW, ABOVE, SLOWER, NOT_REACHED)
 
 
-def against_baseline(mean: float, unit: str, baseline: Baseline | None) -> Verdict:
-    """Fails when the mean is below baseline x (1 - tolerance); a missing baseline never counts as met."""
+def against_baseline(
+    mean: float, unit: str, baseline: Baseline | MetricBaseline | None, lower_is_better: bool = False
+) -> Verdict:
+    """Fails when the mean is below baseline x (1 - tolerance), or for a latency above baseline x (1 + tolerance); a
+    missing baseline never counts as met."""
     if baseline is None:
         return Verdict(NO_BASELINE, None, "no baseline for this benchmark, precision and system")
-    ratio = mean / baseline.throughput
-    target = baseline.throughput * (1 - baseline.tolerance)
-    status = MET if mean >= target else BELOW
-    relation = "meets" if status == MET else "is below"
+    ratio = mean / baseline.value
+    if lower_is_better:
+        target, sign = baseline.value * (1 + baseline.tolerance), "+"
+        status = MET if mean <= target else ABOVE
+    else:
+        target, sign = baseline.value * (1 - baseline.tolerance), "-"
+        status = MET if mean >= target else BELOW
+    relation = "meets" if status == MET else f"is {status}"
     return Verdict(
         status,
         ratio,
         f"measured {mean:.4g} {unit} {relation} the target {target:.4g} {unit} "
-        f"(baseline {baseline.throughput:.4g} {unit} - {baseline.tolerance:.0%}); ratio {ratio:.3f}; "
+        f"(baseline {baseline.value:.4g} {unit} {sign} {baseline.tolerance:.0%}); ratio {ratio:.3f}; "
         f"baseline source: {baseline.source}",
     )
 
 
-def against_earlier(mean: float, unit: str, earlier: float | None, tolerance: float, source: str) -> Verdict:
-    """Regression gate: fails when slower than the earlier run by more than `tolerance`."""
+def against_earlier(
+    mean: float, unit: str, earlier: float | None, tolerance: float, source: str, lower_is_better: bool = False
+) -> Verdict:
+    """Regression gate: fails when slower than the earlier run by more than `tolerance` (for a latency: higher)."""
     if earlier is None:
         return Verdict(NO_EARLIER, None, f"no matching result in {source}")
     ratio = mean / earlier
-    status = OK if ratio >= 1 - tolerance else SLOWER
+    status = OK if (ratio <= 1 + tolerance if lower_is_better else ratio >= 1 - tolerance) else SLOWER
     change = f"{ratio - 1:+.1%}"
     relation = "within" if status == OK else "slower than allowed by"
     return Verdict(
