@@ -137,19 +137,24 @@ class Project:
         return json.loads((self.latest / "results.json").read_text())["records"]
 
 
-def assert_learns(trainer: Any, quality: Any, module: Any = None) -> None:
-    """The workload's target is out of reach untrained, reached by training, with finite losses that fall;
+def assert_reaches(trainer: Any, quality: Any, module: Any = None, steps: int = 0) -> None:
+    """The workload's target is out of reach untrained and reached by training (after `steps` already taken);
     `evaluate()` leaves `module` (default: the trainer's `model`) in train mode."""
-    import math
-
     from pytest_mlperf.run.quality import converge
 
     start = trainer.evaluate()
     assert not quality.reached(start), f"{quality.metric} {start} before training"
     assert (module or trainer.model).training, "evaluate() must restore train mode"
-    first = [float(trainer.step()) for _ in range(5)]
-    result = converge(trainer, quality, len(first))
+    result = converge(trainer, quality, steps)
     assert result.reached, result
+
+
+def assert_learns(trainer: Any, quality: Any, module: Any = None) -> None:
+    """`assert_reaches`, with finite losses that fall."""
+    import math
+
+    first = [float(trainer.step()) for _ in range(5)]
+    assert_reaches(trainer, quality, module, len(first))
     last = [float(trainer.step()) for _ in range(5)]
     assert all(math.isfinite(v) for v in first + last)
     assert sum(last) < sum(first)

@@ -8,9 +8,9 @@ import math
 
 import pytest
 import torch
+from helpers import assert_reaches
 
 from pytest_mlperf.run.precision import resolve
-from pytest_mlperf.run.quality import converge
 from pytest_mlperf.workloads import atari
 from pytest_mlperf.workloads.registry import Setup, get
 from pytest_mlperf.workloads.rl import discounted_returns, gae_returns, ppo_loss
@@ -143,12 +143,7 @@ def test_step_updates_the_network_with_mila_ppo() -> None:
 def test_learns_in_fp32() -> None:
     # Actor-critic losses do not fall as the policy improves (the advantages are standardised), so the check is the
     # metric's: out of reach untrained, reached by training.
-    trainer = build()
-    start = trainer.evaluate()
-    assert not WORKLOAD.quality.reached(start), start
-    assert trainer.model.training
-    result = converge(trainer, WORKLOAD.quality, 0)
-    assert result.reached, result
+    assert_reaches(build(), WORKLOAD.quality)
 
 
 def test_runs_in_bf16() -> None:

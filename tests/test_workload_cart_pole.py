@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from helpers import assert_reaches
 
 from pytest_mlperf.run.precision import resolve
 from pytest_mlperf.run.quality import converge
@@ -98,12 +99,7 @@ def test_step_updates_the_policy() -> None:
 def test_learns_in_fp32() -> None:
     # Policy-gradient losses do not fall as a policy improves (they are centred by the return standardisation), so
     # the check is the metric's: out of reach untrained, reached by training.
-    trainer = build()
-    start = trainer.evaluate()
-    assert not WORKLOAD.quality.reached(start), start
-    assert trainer.model.training
-    result = converge(trainer, WORKLOAD.quality, 0)
-    assert result.reached, result
+    assert_reaches(build(), WORKLOAD.quality)
 
 
 def test_learns_in_bf16() -> None:
