@@ -21,7 +21,7 @@ from .run.flops import Work, counted
 from .run.measure import Measurement, NonFiniteLoss, Plan, measure, synchronizer
 from .run.precision import float32_math, resolve, unsupported
 from .run.quality import QualityResult, converge
-from .run.serving import Accuracy, Classifier, Trained, labels_of, logged_classes, predict_all, served, top1, trained
+from .run.serving import Accuracy, Answerer, Trained, labels_of, logged_answers, predict_all, served, trained
 from .session import MlperfSession
 from .workloads.registry import Setup
 
@@ -179,19 +179,22 @@ class Serve:
         self.logs = logs / case.id  #: LoadGen's log folder
         self.session = session
         self.node = node
+        assert case.workload.serving is not None  # check_against_workloads refuses inference of an unserved one
+        self.serving = case.workload.serving
+        self.preset = case.workload.presets[case.settings.preset]
         samples = self.scenario.performance_sample_count
         assert samples is not None  # System.scenario sets it
         self.library = loadgen.SampleLibrary(samples, samples)
 
-    def _model(self) -> tuple[Trained, Classifier]:
+    def _model(self) -> tuple[Trained, Answerer]:
         try:
             model = trained(self.case.workload, self.case.settings.preset, self.device, self.library.count)
         except RuntimeError as exc:
             pytest.fail(f"{self.case.id}: {exc}", pytrace=False)
         served_model, context = served(model.model, self.case.precision, self.device)
-        return model, Classifier(served_model, model.inputs, context)
+        return model, Answerer(served_model, model.inputs, self.serving, self.preset, context)
 
-    def _run(self, predict: Classifier) -> loadgen.LoadgenRun:
+    def _run(self, predict: Answerer) -> loadgen.LoadgenRun:
         try:
             if self._searching:
                 run = self._peak(predict)
@@ -208,7 +211,7 @@ class Serve:
     def _searching(self) -> bool:
         return self.case.performance == "server" and bool(self.node.config.getoption("mlperf_find_peak"))
 
-    def _peak(self, predict: Classifier) -> loadgen.LoadgenRun:
+    def _peak(self, predict: Answerer) -> loadgen.LoadgenRun:
         """--find-peak-qps: the highest VALID Server target, searched from the system file's; the run at that target
         is the result, every trial goes into the record."""
         start = time.perf_counter()
@@ -239,25 +242,28 @@ class Serve:
         fail_on(self.case, self.device, [f"{metric.name}: {v.message}" for v in verdicts if v.failed])
 
     def accuracy(self) -> Accuracy:
-        """LoadGen's AccuracyOnly pass over every sample, scored top-1 against the labels, beside the FP32 model's
-        top-1 on the same samples computed directly."""
+        """LoadGen's AccuracyOnly pass over every sample, scored with the workload's metric against the held-out
+        targets, beside the FP32 model's score on the same samples computed directly."""
         model, predict = self._model()
-        count, batch = self.library.count, self.scenario.max_batch
+        count, batch, serving = self.library.count, self.scenario.max_batch, self.serving
         run = self._run(predict)
-        logged, labels = logged_classes(run.outputs(), count), labels_of(model, count)
-        reference = top1(predict_all(Classifier(model.model, model.inputs), count, batch), labels)
-        result = Accuracy(top1(logged, labels), reference, count)
+        targets = labels_of(model, count)
+        value = serving.score(logged_answers(run.outputs(), count, serving), targets)
+        reference = serving.score(
+            predict_all(Answerer(model.model, model.inputs, serving, self.preset), count, batch), targets
+        )
+        result = Accuracy(serving.metric, value, reference, count)
         self.node.stash[ACCURACY] = result
         self.node.stash[QUALITY] = QualityResult(
-            "top-1 accuracy", result.value, result.target * reference, model.quality.steps, run.seconds, result.met
+            serving.metric, result.value, result.target * reference, model.quality.steps, run.seconds, result.met
         )
         return result
 
     def check_accuracy(self, result: Accuracy) -> None:
         if not result.met:
             pytest.fail(
-                f"{self.case.id}: top-1 {result.value:.4f} over {result.samples} samples is {result.ratio:.2%} of the "
-                f"FP32 model's {result.reference:.4f}; the target is {result.target:.0%}",
+                f"{self.case.id}: {result.metric} {result.value:.4f} over {result.samples} samples is "
+                f"{result.ratio:.2%} of the FP32 model's {result.reference:.4f}; the target is {result.target:.0%}",
                 pytrace=False,
             )
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 import yaml
 from helpers import REPO, system
 
@@ -130,6 +131,32 @@ def test_unknown_inference_benchmark_is_named(tmp_path: Path) -> None:
     path = write(tmp_path, content)
     with pytest.raises(SystemFileError, match=r"bad\.yaml: inference\.resnet51: unknown benchmark"):
         load(path)
+
+
+def test_unserved_benchmark_is_named(tmp_path: Path) -> None:
+    content = inference_system("bad")
+    content["inference"] = {"dcgan": content["inference"]["resnet50"]}
+    path = write(tmp_path, content)
+    with pytest.raises(SystemFileError, match=r"inference\.dcgan: dcgan's model is not served .*served: .*resnet50"):
+        load(path)
+
+
+def test_bert_answers_are_spans_scored_with_squad_f1() -> None:
+    from pytest_mlperf.run.serving import Answerer, labels_of, predict_all, served, trained
+    from pytest_mlperf.workloads import get
+
+    workload, cpu = get("bert_base_squad"), torch.device("cpu")
+    model = trained(workload, "cpu", cpu, 64)
+    preset, serving = workload.presets["cpu"], workload.serving
+    assert serving is not None and serving.shape == (2,)
+    targets = labels_of(model, 64)
+    truth = torch.stack(targets, 1).numpy().astype("int32")
+    assert serving.score(truth, targets) == 100.0
+    assert serving.score(truth[:, [0, 0]], targets) < 100.0  # one-token answers overlap only in part
+    for precision in ("fp32", "int8"):
+        answers = predict_all(Answerer(*served(model.model, precision, cpu)[:1], model.inputs, serving, preset), 64, 16)
+        assert answers.shape == (64, 2) and answers.dtype == "int32"
+        assert (answers[:, 0] <= answers[:, 1]).all() and serving.score(answers, targets) >= 95.0
 
 
 def test_suite_runs_loadgen_valid_and_accurate_and_fails_invalid(pytester: pytest.Pytester, tmp_path: Path) -> None:

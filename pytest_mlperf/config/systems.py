@@ -64,6 +64,12 @@ def _check_inference(system: System, workloads: dict[str, Workload]) -> None:
             raise SystemFileError(
                 f"{system.path}: inference.{name}: unknown benchmark; known: {', '.join(sorted(workloads))}"
             )
+        if workloads[name].serving is None:
+            served = sorted(n for n, w in workloads.items() if w.serving is not None)
+            raise SystemFileError(
+                f"{system.path}: inference.{name}: {name}'s model is not served for inference yet; served: "
+                f"{', '.join(served)}"
+            )
         if entry.preset not in workloads[name].presets:
             raise SystemFileError(
                 f"{system.path}: inference.{name}.preset: {entry.preset!r} is not a preset of {name}; "

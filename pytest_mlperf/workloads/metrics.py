@@ -12,6 +12,14 @@ from torch import Tensor, nn
 
 from ..data.wmt16 import PAD
 from ..run.training import Batch, forward
+from .registry import Serving
+
+#: A classifier served to LoadGen: each answer is the top-1 class id (int32), as MLPerf's ResNet-50 accuracy log.
+CLASSIFICATION = Serving(
+    "top-1 accuracy",
+    answer=lambda logits, _: logits.argmax(-1),
+    score=lambda answers, labels: float((answers == labels.cpu().numpy()).mean()),
+)
 
 
 def top1(model: nn.Module, batches: Sequence[Batch]) -> float:

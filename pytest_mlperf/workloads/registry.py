@@ -74,6 +74,19 @@ class Quality:
 
 
 @dataclass(frozen=True)
+class Serving:
+    """How the workload's trained model answers inference queries: `answer` turns a batch of model outputs (and the
+    preset) into one fixed-size row per sample (what LoadGen's accuracy log holds, e.g. ResNet-50's top-1 class id),
+    `score` rates the answers of all samples against their held-out targets with the benchmark's accuracy metric."""
+
+    metric: str  #: e.g. "top-1 accuracy", "F1"
+    answer: Callable[[Any, Preset], Tensor]
+    score: Callable[[Any, Any], float]  #: (answers as a numpy array, targets as the held-out batches hold them)
+    dtype: torch.dtype = torch.int32  #: of an answer
+    shape: tuple[int, ...] = ()  #: of one sample's answer
+
+
+@dataclass(frozen=True)
 class Workload:
     name: str  #: the benchmark's id in system files and test ids, e.g. "resnet50"
     family: str  #: the mark that selects it with -m, e.g. "resnet"
@@ -86,6 +99,8 @@ class Workload:
     quality: Quality
     #: the `pytest_mlperf.data.DATASETS` entry `build` trains on when `Setup.data` is given; None: synthetic only
     dataset: str | None = None
+    #: how its trained model is served in inference tests; None: not served
+    serving: Serving | None = None
 
 
 _WORKLOADS: dict[str, Workload] = {}

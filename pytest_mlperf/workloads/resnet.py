@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 
 from ..data import EvalTransform, ImageFolder, TrainTransform
 from ..run.training import Data, Supervised
-from .metrics import top1
+from .metrics import CLASSIFICATION, top1
 from .registry import Quality, Setup, Workload, register
 from .synthetic import class_images
 
@@ -141,6 +141,7 @@ register(
         },
         build=build,
         quality=Quality("top-1 accuracy", target=0.9, max_steps=40, real_target=0.759, real_epochs=90),
+        serving=CLASSIFICATION,
         dataset="imagenet",
     )
 )
