@@ -109,8 +109,7 @@ class Bench:
         data = self.data.root if self.data else None
         compiled = s.compile or bool(self.node.config.getoption("mlperf_compile"))
         self.node.stash[COMPILED] = compiled
-        preset = {**case.workload.presets[s.preset], **s.options}
-        setup = Setup(preset, s.device_batch, self.device, precision, data, compiled)
+        setup = Setup(case.preset, s.device_batch, self.device, precision, data, compiled)
         quality = case.workload.quality
         with float32_math(precision):
             start = time.perf_counter()
@@ -181,7 +180,6 @@ class Serve:
         self.node = node
         assert case.workload.serving is not None  # check_against_workloads refuses inference of an unserved one
         self.serving = case.workload.serving
-        self.preset = case.workload.presets[case.settings.preset]
         samples = self.scenario.performance_sample_count
         assert samples is not None  # System.scenario sets it
         self.library = loadgen.SampleLibrary(samples, samples)
@@ -192,7 +190,7 @@ class Serve:
         except RuntimeError as exc:
             pytest.fail(f"{self.case.id}: {exc}", pytrace=False)
         served_model, context = served(model.model, self.case.precision, self.device)
-        return model, Answerer(served_model, model.inputs, self.serving, self.preset, context)
+        return model, Answerer(served_model, model.inputs, self.serving, self.case.preset, context)
 
     def _run(self, predict: Answerer) -> loadgen.LoadgenRun:
         try:
@@ -250,7 +248,7 @@ class Serve:
         targets = labels_of(model, count)
         value = serving.score(logged_answers(run.outputs(), count, serving), targets)
         reference = serving.score(
-            predict_all(Answerer(model.model, model.inputs, serving, self.preset), count, batch), targets
+            predict_all(Answerer(model.model, model.inputs, serving, self.case.preset), count, batch), targets
         )
         result = Accuracy(serving.metric, value, reference, count)
         self.node.stash[ACCURACY] = result

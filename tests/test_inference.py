@@ -154,7 +154,8 @@ def test_bert_answers_are_spans_scored_with_squad_f1() -> None:
     assert serving.score(truth, targets) == 100.0
     assert serving.score(truth[:, [0, 0]], targets) < 100.0  # one-token answers overlap only in part
     for precision in ("fp32", "int8"):
-        answers = predict_all(Answerer(*served(model.model, precision, cpu)[:1], model.inputs, serving, preset), 64, 16)
+        served_model, context = served(model.model, precision, cpu)
+        answers = predict_all(Answerer(served_model, model.inputs, serving, preset, context), 64, 16)
         assert answers.shape == (64, 2) and answers.dtype == "int32"
         assert (answers[:, 0] <= answers[:, 1]).all() and serving.score(answers, targets) >= 95.0
 

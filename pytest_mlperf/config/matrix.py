@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from ..run.loadgen import SCENARIOS, Scenario
 from ..run.precision import INFERENCE_PRECISIONS, PRECISIONS
 from ..workloads import Workload, known
+from ..workloads.registry import Preset
 from .schema import RunSettings, System
 
 TASKS = ("training", "inference")
@@ -28,6 +29,11 @@ class Case:
     @property
     def benchmark(self) -> str:
         return self.workload.name
+
+    @property
+    def preset(self) -> Preset:
+        """The workload's preset the system names, with the system's options for its keys."""
+        return {**self.workload.presets[self.settings.preset], **self.settings.options}
 
     @property
     def performance(self) -> str:

@@ -58,7 +58,7 @@ def size(value: Inputs) -> int:
 
 @dataclass(frozen=True)
 class Trained:
-    """A classifier trained to its quality target, with the held-out samples it is served on."""
+    """A model trained to its quality target, with the held-out samples it is served on."""
 
     model: nn.Module  #: fp32, eval mode
     inputs: Inputs  #: held-out samples, stacked on the first dimension
@@ -95,7 +95,7 @@ def _held_out(workload: Workload, preset: str, device: torch.device, batch: int,
     """`samples` distinct held-out samples of the training task: a trainer is built (not trained) with a batch that
     makes its held-out set that large, and only that set is kept. Distinct samples matter: cycling 32 of them through
     256 makes every flipped answer count 8 times, and a 99% accuracy target meaningless. (A workload whose held-out
-    set does not grow with the batch gives fewer; `Classifier` then cycles through them.)"""
+    set does not grow with the batch gives fewer; `Answerer` then cycles through them.)"""
     setup = Setup(workload.presets[preset], batch, device, resolve("fp32", device))
     held = list(workload.build(setup).held_out)  # type: ignore[attr-defined]  (Supervised's)
     first = torch.arange(samples, device=device)
@@ -152,11 +152,12 @@ def predict_all(predict: Answerer, count: int, batch: int) -> np.ndarray:
 
 def logged_answers(outputs: dict[int, bytes], count: int, serving: Serving) -> np.ndarray:
     """The answer LoadGen logged for each of samples 0..count-1 (an accuracy pass logs every one)."""
-    width = np.dtype(str(serving.dtype).removeprefix("torch.")).itemsize * math.prod(serving.shape)
+    dtype = torch.empty((), dtype=serving.dtype).numpy().dtype
+    width = dtype.itemsize * math.prod(serving.shape)
     missing = [i for i in range(count) if len(outputs.get(i, b"")) != width]
     if missing:
         raise ValueError(f"the accuracy log lacks a {width}-byte answer for {len(missing)} samples, e.g. {missing[:5]}")
-    flat = np.frombuffer(b"".join(outputs[i] for i in range(count)), str(serving.dtype).removeprefix("torch."))
+    flat = np.frombuffer(b"".join(outputs[i] for i in range(count)), dtype)
     return flat.reshape(count, *serving.shape)
 
 
