@@ -174,6 +174,7 @@ class Serve:
         if case.scenario is None:
             pytest.fail(f"{case.id}: the `serve` fixture needs an inference case", pytrace=False)
         self.case, self.scenario = case, case.scenario
+        self.entry = case.system.spec.inference[case.benchmark]  #: the system file's inference entry
         self.device = device
         self.logs = logs / case.id  #: LoadGen's log folder
         self.session = session
@@ -186,10 +187,14 @@ class Serve:
 
     def _model(self) -> tuple[Trained, Answerer]:
         try:
-            model = trained(self.case.workload, self.case.settings.preset, self.device, self.library.count)
+            entry = self.entry
+            model = trained(self.case.workload, entry.preset, self.device, entry.train_batch, self.library.count)
         except RuntimeError as exc:
             pytest.fail(f"{self.case.id}: {exc}", pytrace=False)
-        served_model, context = served(model.model, self.case.precision, self.device)
+        try:
+            served_model, context = served(model.model, self.case.precision, self.device)
+        except ValueError as exc:
+            pytest.fail(f"{self.case.id}: {exc}", pytrace=False)
         return model, Answerer(served_model, model.inputs, self.serving, self.case.preset, context)
 
     def _run(self, predict: Answerer) -> loadgen.LoadgenRun:
@@ -250,7 +255,7 @@ class Serve:
         reference = serving.score(
             predict_all(Answerer(model.model, model.inputs, serving, self.case.preset), count, batch), targets
         )
-        result = Accuracy(serving.metric, value, reference, count)
+        result = Accuracy(serving.metric, value, reference, count, self.entry.accuracy_target)
         self.node.stash[ACCURACY] = result
         self.node.stash[QUALITY] = QualityResult(
             serving.metric, result.value, result.target * reference, model.quality.steps, run.seconds, result.met
@@ -261,15 +266,15 @@ class Serve:
         if not result.met:
             pytest.fail(
                 f"{self.case.id}: {result.metric} {result.value:.4f} over {result.samples} samples is "
-                f"{result.ratio:.2%} of the FP32 model's {result.reference:.4f}; the target is {result.target:.0%}",
+                f"{result.ratio:.2%} of the FP32 model's {result.reference:.4f}; "
+                f"the target is {100 * result.target:g}%",
                 pytrace=False,
             )
 
 
 @pytest.fixture
 def serve(request: pytest.FixtureRequest, case: Case, device: torch.device) -> Serve:
-    """A Serve whose LoadGen logs go to the run folder's loadgen/ (an xdist worker, which has no run folder, uses a
-    temporary one)."""
-    store = request.config.stash[SESSION].store
-    logs = store.dir / "loadgen" if store else request.getfixturevalue("tmp_path_factory").mktemp("loadgen")
-    return Serve(case, device, logs, request.config.stash[SESSION], request.node)
+    """A Serve whose LoadGen logs go to the run folder's loadgen/ (the controller's, under xdist too)."""
+    session = request.config.stash[SESSION]
+    assert session.run_dir is not None  # set at configure, on workers from the controller
+    return Serve(case, device, session.run_dir / "loadgen", session, request.node)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Generator
+from typing import Any
 
 import pytest
 
 from .config.matrix import expand, marker_lines
 from .fixtures import SESSION, bench, case, dataset, device, serve  # noqa: F401  (fixtures)
 from .reporting import Reporter, attach_record
-from .session import MlperfSession
+from .session import RUN_DIR, MlperfSession
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -82,6 +83,13 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[SESSION] = session
     if session.store:  # the controller, or a run without xdist
         config.pluginmanager.register(Reporter(session, config), "mlperf-reporter")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """pytest-xdist, on the controller: hand each worker the run folder, so what its tests write beside the results
+    (LoadGen logs) lands there, not in a temporary folder."""
+    node.workerinput[RUN_DIR] = str(node.config.stash[SESSION].run_dir)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -24,6 +24,7 @@ from .resources.devices import share_cpu_threads
 from .results.store import RunStore, load_results, new_run_id
 
 Key = tuple[str, str, str, int, int, str, str]
+RUN_DIR = "mlperf_run_dir"  #: the key of xdist's workerinput that carries the run folder to the workers
 
 
 @dataclass
@@ -34,6 +35,8 @@ class MlperfSession:
     earlier: dict[Key, float] = field(default_factory=dict)
     earlier_source: str = ""  #: the --compare path, empty without one
     store: RunStore | None = None  #: on the controller only
+    #: the run folder, which xdist workers learn from the controller (LoadGen logs go under it)
+    run_dir: Path | None = None
     args: list[str] = field(default_factory=list)  #: the command line, for the record
     started: float = field(default_factory=time.time)
 
@@ -50,10 +53,12 @@ class MlperfSession:
             session.earlier, session.earlier_source = _earlier(Path(compare)), compare
         if hasattr(config, "workerinput"):
             share_cpu_threads(int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+            session.run_dir = Path(config.workerinput[RUN_DIR])
         else:
             root = Path(config.getoption("mlperf_reports") or config.getini("mlperf_reports"))
             root = root if root.is_absolute() else config.rootpath / root
             session.store = RunStore(root, new_run_id(root))
+            session.run_dir = session.store.dir
         return session
 
     def require_systems(self) -> list[System]:

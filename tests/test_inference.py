@@ -98,7 +98,10 @@ def test_cases_have_scenario_ids_marks_and_loadgen_settings(tmp_path: Path) -> N
             "min_query_count, baselines, precisions, target_qps, latency_ms, max_batch",
         ),
         ({"scenarios": {}}, "inference.resnet50.scenarios: at least one scenario is needed"),
-        ({"precisions": ["fp32", "amp"]}, "inference.resnet50.precisions.1: input should be 'fp32', 'bf16' or 'int8'"),
+        (
+            {"precisions": ["fp32", "amp"]},
+            "inference.resnet50.precisions.1: input should be 'fp32', 'fp16', 'bf16' or 'int8'",
+        ),
         ({"precisions": ["int8", "int8"]}, "inference.resnet50: precisions: int8 listed more than once"),
         ({"preset": "huge"}, "inference.resnet50.preset: 'huge' is not a preset of resnet50"),
         (
@@ -146,7 +149,7 @@ def test_bert_answers_are_spans_scored_with_squad_f1() -> None:
     from pytest_mlperf.workloads import get
 
     workload, cpu = get("bert_base_squad"), torch.device("cpu")
-    model = trained(workload, "cpu", cpu, 64)
+    model = trained(workload, "cpu", cpu, 16, 64)
     preset, serving = workload.presets["cpu"], workload.serving
     assert serving is not None and serving.shape == (2,)
     targets = labels_of(model, 64)
@@ -234,3 +237,97 @@ def test_find_peak_qps_searches_server_on_the_valid_verdict(pytester: pytest.Pyt
     assert all(Path(t["log_dir"]).is_dir() for t in trials)
     assert Path(record["loadgen_dir"]) == Path(next(t["log_dir"] for t in trials if t["target_qps"] == max(valid)))
     assert record["validity"] == "VALID" and record["unit"] == "samples/s"
+
+
+#: A conftest registering "outlier": a linear classifier (label: x0 > x1) with a ninth input that is always 0 and
+#: whose weight starts (and, with no gradient, stays) at 1e5. Per-tensor int8 weights then step by 1e5 / 127.5, and
+#: the learnt weights (tens at most) all round to 0: the int8 model answers class 0 for every sample.
+OUTLIER_CONFTEST = """
+import torch
+from torch import nn
+from pytest_mlperf.run.training import Supervised
+from pytest_mlperf.workloads import Quality, Workload, known, register
+from pytest_mlperf.workloads.metrics import CLASSIFICATION, top1
+
+
+def batches(batch_size, count, seed):
+    g = torch.Generator().manual_seed(seed)
+    xs = [torch.cat([torch.randn(batch_size, 8, generator=g), torch.zeros(batch_size, 1)], 1) for _ in range(count)]
+    return [(x, (x[:, 0] > x[:, 1]).long()) for x in xs]
+
+
+def build(setup):
+    model = nn.Sequential(nn.Linear(9, 2))  # quantize_dynamic converts submodules only
+    with torch.no_grad():
+        model[0].weight[:, 8] = torch.tensor([1e5, -1e5])
+    return Supervised(
+        setup, model, batches(setup.batch_size, 8, 0), loss=nn.functional.cross_entropy,
+        optimizer=lambda m: torch.optim.SGD(m.parameters(), lr=0.5), metric=top1,
+        held_out=batches(setup.batch_size, 2, 1),
+    )
+
+
+if "outlier" not in known():
+    register(Workload(
+        name="outlier", family="toys", task="training", unit="samples/s", description="an outlier-weight classifier",
+        presets={"cpu": {}, "real": {}}, build=build, serving=CLASSIFICATION,
+        quality=Quality("top-1 accuracy", target=0.95, max_steps=200, eval_every=10),
+    ))
+"""
+
+
+@pytest.mark.parametrize("target", [0.99, 0.999])
+def test_accuracy_fails_a_precision_that_loses_accuracy(pytester: pytest.Pytester, target: float) -> None:
+    pytester.makeconftest(OUTLIER_CONFTEST)
+    pytester.makepyfile(test_suite=(REPO / "suites" / "test_inference.py").read_text())
+    content = system("outlier", benchmark="outlier")
+    content["inference"] = {
+        "outlier": {
+            "preset": "cpu",
+            "samples": 64,
+            "precisions": ["fp32", "bf16", "int8"],
+            "scenarios": {"offline": SCENARIOS["offline"]},
+            "accuracy_target": target,
+        }
+    }
+    (pytester.path / "systems").mkdir()
+    write(pytester.path / "systems", content)
+    result = pytester.runpytest("-p", "no:cacheprovider", "--system=outlier", "-m", "accuracy")
+    result.assert_outcomes(passed=2, failed=1)
+    records = {r["id"]: r for r in json.loads((pytester.path / "reports/latest/results.json").read_text())["records"]}
+    assert records["outlier-fp32-outlier"]["accuracy_ratio"] == 1.0
+    assert records["outlier-bf16-outlier"]["outcome"] == "passed"
+    int8 = records["outlier-int8-outlier"]
+    assert int8["outcome"] == "failed" and int8["accuracy_ratio"] < 0.7
+    result.stdout.fnmatch_lines([f"*outlier-int8-outlier: top-1 accuracy 0.* over 64 samples is *% of the FP32 "
+                                 f"model's 0.9*; the target is {100 * target:g}%*"])  # fmt: skip
+
+
+def test_int8_of_a_model_without_linear_layers_is_refused() -> None:
+    from pytest_mlperf.run.serving import served
+
+    conv = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU())
+    with pytest.raises(ValueError, match="int8: dynamic quantization found no Linear or LSTM layer to convert in Seq"):
+        served(conv, "int8", torch.device("cpu"))
+    with pytest.raises(ValueError, match="no Linear or LSTM layer"):  # a bare Linear: only submodules are swapped
+        served(torch.nn.Linear(4, 2), "int8", torch.device("cpu"))
+
+
+def test_loadgen_logs_of_xdist_workers_land_in_the_run_folder(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(OUTLIER_CONFTEST)
+    pytester.makepyfile(test_suite=(REPO / "suites" / "test_inference.py").read_text())
+    content = system("outlier", benchmark="outlier")
+    offline = {"expected_qps": 1000, "max_batch": 8, "min_duration_ms": 100, "min_query_count": 1}
+    content["inference"] = {
+        "outlier": {"preset": "cpu", "samples": 16, "precisions": ["fp32", "bf16"], "scenarios": {"offline": offline}}
+    }
+    (pytester.path / "systems").mkdir()
+    write(pytester.path / "systems", content)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--system=outlier", "-m", "offline", "-n", "2")
+    run = (pytester.path / "reports" / "latest").resolve()
+    records = json.loads((run / "results.json").read_text())["records"]
+    assert len(records) == 2 and all(r["worker"].startswith("gw") for r in records)  # run on xdist workers
+    for record in records:
+        assert Path(record["loadgen_dir"]) == run / "loadgen" / record["id"]
+        # VALID or not (a toy's speed varies): LoadGen judged the run in that folder
+        assert "Result is : " in (run / "loadgen" / record["id"] / "mlperf_log_summary.txt").read_text()

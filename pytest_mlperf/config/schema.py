@@ -22,7 +22,7 @@ from ..run.precision import INFERENCE_PRECISIONS, PRECISIONS
 
 PrecisionName = Literal["fp32", "tf32", "amp", "fp16", "bf16"]
 assert typing.get_args(PrecisionName) == PRECISIONS
-InferencePrecisionName = Literal["fp32", "bf16", "int8"]
+InferencePrecisionName = Literal["fp32", "fp16", "bf16", "int8"]
 assert typing.get_args(InferencePrecisionName) == INFERENCE_PRECISIONS
 BatchPer = Literal["device", "global"]
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -141,8 +141,12 @@ class ScenariosSpec(_Spec):
 class InferenceSpec(_Spec):
     preset: Text = "real"  #: the training workload's preset whose model is trained, then served
     samples: PositiveInt  #: the query sample library's size, all of it in memory (performance_sample_count)
+    train_batch: PositiveInt = 16  #: the batch the served model is trained at (to its synthetic target, in fp32)
     precisions: list[InferencePrecisionName] = Field(min_length=1)
     scenarios: ScenariosSpec
+    #: the fraction of the FP32 model's accuracy every precision must keep: MLPerf's 0.99, or 0.999 for the
+    #: high-accuracy variants of BERT, DLRM and 3D-UNet
+    accuracy_target: Annotated[float, Field(gt=0, le=1)] = 0.99
 
     @model_validator(mode="after")
     def _distinct(self) -> InferenceSpec:

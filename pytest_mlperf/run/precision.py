@@ -5,6 +5,7 @@
 - amp: automatic mixed precision: float16 autocast with a GradScaler on CUDA, bfloat16 autocast on CPU.
 - fp16: parameters and data in float16 ("pure" fp16, as Lambda's v0 ResNet-50 FP16 column); CUDA only.
 - bf16: bfloat16 autocast, no loss scaling needed; CUDA from Ampere on, and CPU.
+- fp16 in inference: float16 autocast (the served model keeps its float32 weights); CUDA only.
 - int8 (inference only): dynamic quantization of Linear/LSTM layers (`pytest_mlperf.run.serving`); CPU only for now.
 """
 
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 PRECISIONS = ("fp32", "tf32", "amp", "fp16", "bf16")
-INFERENCE_PRECISIONS = ("fp32", "bf16", "int8")
+INFERENCE_PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ once per session per (benchmark, preset), and every precision serves a copy of t
 LoadGen logs, e.g. ResNet-50's top-1 class id, BERT's answer span) are scored with the workload's metric.
 
 - fp32: the trained model as it is.
-- bf16: the same model under bfloat16 autocast.
+- fp16, bf16: the same model under float16 or bfloat16 autocast (fp16 on CUDA only).
 - int8: `torch.ao.quantization.quantize_dynamic` of its Linear and LSTM layers (int8 weights, activations quantised
   on the fly), CPU only. For a convolutional network such as ResNet-50 that is the final fully connected layer only
   (the convolutions stay fp32, so the speed-up is small and the accuracy loss too); for BERT, nearly every layer.
@@ -31,11 +31,6 @@ from .precision import resolve
 from .quality import QualityResult, converge
 from .training import forward
 
-#: the training batch of the model that is served: small, so the cpu presets converge in seconds
-TRAIN_BATCH = 16
-#: the fraction of the FP32 model's accuracy each precision must keep: MLPerf's (99% for ResNet-50 and the BERT,
-#: DLRM and 3D-UNet "99" variants)
-ACCURACY_TARGET = 0.99
 
 Inputs = Tensor | tuple[Tensor, ...]  #: a batch's model inputs, sample-major
 
@@ -66,18 +61,20 @@ class Trained:
     quality: QualityResult
 
 
-#: (benchmark, preset, device) -> the trained fp32 model, its quality, and how many batches its held-out set has
-_MODELS: dict[tuple[str, str, str], tuple[nn.Module, QualityResult, int]] = {}
-_SAMPLES: dict[tuple[str, str, str, int], tuple[Inputs, Inputs]] = {}
+#: (benchmark, preset, device, training batch) -> the trained fp32 model, its quality, and how many batches its
+#: held-out set has
+_MODELS: dict[tuple[str, str, str, int], tuple[nn.Module, QualityResult, int]] = {}
+_SAMPLES: dict[tuple[str, str, str, int, int], tuple[Inputs, Inputs]] = {}
 
 
-def trained(workload: Workload, preset: str, device: torch.device, samples: int) -> Trained:
-    """The workload's model trained in fp32 to its quality target, once per process per (benchmark, preset, device)
-    so that every scenario and precision serves the same model, with `samples` held-out samples. Raises
-    RuntimeError when the target is not reached: serving an untrained model makes every accuracy check a coin toss."""
-    key = (workload.name, preset, str(device))
+def trained(workload: Workload, preset: str, device: torch.device, batch: int, samples: int) -> Trained:
+    """The workload's model trained in fp32 at `batch` to its quality target, once per process per (benchmark,
+    preset, device, batch) so that every scenario and precision serves the same model, with `samples` held-out
+    samples. Raises RuntimeError when the target is not reached: serving an untrained model makes every accuracy
+    check a coin toss."""
+    key = (workload.name, preset, str(device), batch)
     if key not in _MODELS:
-        trainer = workload.build(Setup(workload.presets[preset], TRAIN_BATCH, device, resolve("fp32", device)))
+        trainer = workload.build(Setup(workload.presets[preset], batch, device, resolve("fp32", device)))
         quality = converge(trainer, workload.quality, 0)
         if not quality.reached:
             raise RuntimeError(
@@ -109,8 +106,9 @@ def served(
     """The model to serve in `precision` and the context each prediction runs in (autocast for bf16)."""
     if precision == "fp32":
         return model, contextlib.nullcontext
-    if precision == "bf16":
-        return model, lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+    if precision in ("fp16", "bf16"):
+        low = torch.float16 if precision == "fp16" else torch.bfloat16
+        return model, lambda: torch.autocast(device.type, dtype=low)
     if precision == "int8":
         if device.type != "cpu":
             raise ValueError(f"int8 dynamic quantization runs on the CPU only, not {device}")
@@ -119,8 +117,14 @@ def served(
             quantized = torch.ao.quantization.quantize_dynamic(
                 copy.deepcopy(model), {nn.Linear, nn.LSTM}, dtype=torch.qint8
             )
+        if not any(type(m).__module__.startswith("torch.ao.nn.quantized") for m in quantized.modules()):
+            # e.g. a convolutional network without a Linear head, or a bare Linear (only submodules are swapped):
+            # serving it as "int8" would time the fp32 model under another name
+            raise ValueError(
+                f"int8: dynamic quantization found no Linear or LSTM layer to convert in {type(model).__name__}"
+            )
         return quantized.eval(), contextlib.nullcontext
-    raise ValueError(f"precision {precision!r} cannot be served; expected fp32, bf16 or int8")
+    raise ValueError(f"precision {precision!r} cannot be served; expected fp32, fp16, bf16 or int8")
 
 
 @dataclass(frozen=True)
@@ -176,7 +180,7 @@ class Accuracy:
     value: float
     reference: float  #: the FP32 model's on the same samples, computed directly
     samples: int
-    target: float = ACCURACY_TARGET
+    target: float  #: the fraction of `reference` to keep (the system file's accuracy_target)
 
     @property
     def ratio(self) -> float:

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..run.training import Supervised, seeded
-from .metrics import auc
+from .metrics import CLICKS, auc
 from .registry import Quality, Setup, Workload, register
 
 #: MLPerf's Criteo Terabyte embedding table sizes (rows per categorical feature, ids capped at 40M), from the
@@ -216,5 +216,6 @@ register(
         },
         build=build,
         quality=Quality("ROC AUC", target=0.8, max_steps=80, eval_every=5, real_target=0.8025),
+        serving=CLICKS,
     )
 )

@@ -90,6 +90,16 @@ def roc_auc(scores: Tensor, labels: Tensor) -> float:
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
+#: A click-through-rate model served to LoadGen: each answer is the click probability (float32, as MLPerf's DLRM
+#: accuracy log holds per-sample predictions), scored with ROC AUC against the clicks.
+CLICKS = Serving(
+    "ROC AUC",
+    answer=lambda logits, _: torch.sigmoid(logits.float()),
+    score=lambda answers, clicks: roc_auc(torch.from_numpy(answers), clicks.cpu()),
+    dtype=torch.float32,
+)
+
+
 def auc(model: nn.Module, batches: Sequence[Batch]) -> float:
     """ROC AUC of the model's scores over all held-out batches (ranking by logit = ranking by probability)."""
     scores = torch.cat([forward(model, inputs).float() for inputs, _ in batches])
