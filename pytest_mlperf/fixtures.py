@@ -15,7 +15,7 @@ from .data import DATASETS, DatasetError, DatasetMissing, Prepared, ensure
 from .resources.devices import Unavailable, describe, place
 from .resources.peaks import peak
 from .results.loadgen_logs import parse_logs
-from .results.verdict import Verdict, against_baseline, against_earlier, against_quality
+from .results.verdict import against_quality
 from .run import loadgen
 from .run.flops import Work, counted
 from .run.measure import Measurement, NonFiniteLoss, Plan, measure, synchronizer
@@ -141,20 +141,9 @@ class Bench:
 
     def check(self, measurement: Measurement) -> None:
         """Fail on a miss of the baseline target or (with --compare) a regression against the earlier run."""
-        verdicts = judged(self.case, self.session, measurement.summary().mean, self.case.workload.unit)
-        verdicts.append(against_quality(self.node.stash[QUALITY]))
-        fail_on(self.case, self.device, [v.message for v in verdicts if v.failed])
-
-
-def judged(case: Case, session: MlperfSession, value: float, unit: str, lower_is_better: bool = False) -> list[Verdict]:
-    """The figure against the case's baseline and (with --compare) the earlier run's."""
-    verdicts = [against_baseline(value, unit, case.settings.baseline, lower_is_better)]
-    if session.earlier_source:
-        earlier = session.earlier_for(case)
-        verdicts.append(
-            against_earlier(value, unit, earlier, session.tolerance, session.earlier_source, lower_is_better)
-        )
-    return verdicts
+        verdicts = self.session.judge(self.case)(measurement.summary().mean, self.case.workload.unit)
+        failed = [v.message for v in (*verdicts, against_quality(self.node.stash[QUALITY])) if v and v.failed]
+        fail_on(self.case, self.device, failed)
 
 
 def fail_on(case: Case, device: torch.device, failures: list[str]) -> None:
@@ -241,8 +230,8 @@ class Serve:
             fail_on(self.case, self.device, [f"{result.message}\n(LoadGen logs: {run.outdir})"])
         metric = result.metric
         assert metric is not None  # a VALID performance run always logs its metric
-        verdicts = judged(self.case, self.session, metric.value, metric.unit, metric.lower_is_better)
-        fail_on(self.case, self.device, [f"{metric.name}: {v.message}" for v in verdicts if v.failed])
+        verdicts = self.session.judge(self.case)(metric.value, metric.unit, metric.lower_is_better)
+        fail_on(self.case, self.device, [f"{metric.name}: {v.message}" for v in verdicts if v and v.failed])
 
     def accuracy(self) -> Accuracy:
         """LoadGen's AccuracyOnly pass over every sample, scored with the workload's metric against the held-out

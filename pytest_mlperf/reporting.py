@@ -81,9 +81,7 @@ def attach_record(item: pytest.Item, call: pytest.CallInfo[None], report: pytest
         item.stash.get(MEASUREMENT, None),
         item.stash.get(QUALITY, None),
         item.stash.get(WORK, None),
-        session.earlier_for(case),
-        session.tolerance,
-        session.earlier_source,
+        session.judge(case),
         item.stash.get(LOADGEN, None),
         item.stash.get(ACCURACY, None),
     )

@@ -22,6 +22,7 @@ from .config.schema import System, SystemFileError
 from .config.systems import AUTO, SystemSelectionError, select
 from .resources.devices import share_cpu_threads
 from .results.store import RunStore, load_results, new_run_id
+from .results.verdict import Judge
 
 Key = tuple[str, str, str, int, int, str, str]
 RUN_DIR = "mlperf_run_dir"  #: the key of xdist's workerinput that carries the run folder to the workers
@@ -67,8 +68,9 @@ class MlperfSession:
             pytest.fail(f"pytest-mlperf: {self.problem}", pytrace=False)
         return self.systems
 
-    def earlier_for(self, case: Case) -> float | None:
-        return self.earlier.get(case.key)
+    def judge(self, case: Case) -> Judge:
+        """What the case's figure is judged against: its baseline and, with --compare, the earlier run's figure."""
+        return Judge(case.settings.baseline, self.earlier.get(case.key), self.tolerance, self.earlier_source)
 
     def run_info(self, exitstatus: int) -> dict[str, object]:
         return {

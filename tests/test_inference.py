@@ -323,7 +323,7 @@ def test_loadgen_logs_of_xdist_workers_land_in_the_run_folder(pytester: pytest.P
     }
     (pytester.path / "systems").mkdir()
     write(pytester.path / "systems", content)
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--system=outlier", "-m", "offline", "-n", "2")
+    pytester.runpytest_subprocess("-p", "no:cacheprovider", "--system=outlier", "-m", "offline", "-n", "2")
     run = (pytester.path / "reports" / "latest").resolve()
     records = json.loads((run / "results.json").read_text())["records"]
     assert len(records) == 2 and all(r["worker"].startswith("gw") for r in records)  # run on xdist workers

@@ -16,13 +16,12 @@ from typing import Any
 import torch
 
 from ..config.matrix import Case
-from ..config.schema import Baseline, MetricBaseline
 from ..run.flops import Work
 from ..run.loadgen import LoadgenRun
 from ..run.measure import Measurement
 from ..run.quality import QualityResult
 from ..run.serving import Accuracy
-from .verdict import against_baseline, against_earlier, against_quality
+from .verdict import Judge, against_quality
 
 PROPERTY = "mlperf_record"  #: the user_properties key a Record travels under
 
@@ -124,9 +123,7 @@ def build(
     measurement: Measurement | None,
     quality: QualityResult | None,
     work: Work | None,
-    earlier: float | None,
-    tolerance: float,
-    earlier_source: str,
+    judge: Judge,
     loadgen: LoadgenRun | None = None,
     accuracy: Accuracy | None = None,
 ) -> Record:
@@ -175,7 +172,7 @@ def build(
     if loadgen is not None:
         _loadgen(record, loadgen)
         if record.mean is not None and record.validity == "VALID":
-            _judge(record, record.mean, s.baseline, earlier, tolerance, earlier_source, bool(record.lower_is_better))
+            _judge(record, judge, record.mean, bool(record.lower_is_better))
     if accuracy is not None:
         record.accuracy_reference, record.accuracy_ratio = accuracy.reference, accuracy.ratio
     if measurement is None:
@@ -190,24 +187,15 @@ def build(
         record.flops_achieved = work.flops_per_item * summary.mean
         if work.peak_flops:
             record.peak_fraction = record.flops_achieved / work.peak_flops
-    _judge(record, summary.mean, s.baseline, earlier, tolerance, earlier_source, False)
+    _judge(record, judge, summary.mean, False)
     return record
 
 
-def _judge(
-    record: Record,
-    value: float,
-    baseline: Baseline | MetricBaseline | None,
-    earlier: float | None,
-    tolerance: float,
-    earlier_source: str,
-    lower_is_better: bool,
-) -> None:
-    verdict = against_baseline(value, record.unit, baseline, lower_is_better)
+def _judge(record: Record, judge: Judge, value: float, lower_is_better: bool) -> None:
+    verdict, gate = judge(value, record.unit, lower_is_better)
     record.baseline_status, record.baseline_ratio = verdict.status, verdict.ratio
-    if earlier_source:
-        gate = against_earlier(value, record.unit, earlier, tolerance, earlier_source, lower_is_better)
-        record.earlier, record.earlier_status, record.earlier_ratio = earlier, gate.status, gate.ratio
+    if gate is not None:
+        record.earlier, record.earlier_status, record.earlier_ratio = judge.earlier, gate.status, gate.ratio
 
 
 def _loadgen(record: Record, run: LoadgenRun) -> None:

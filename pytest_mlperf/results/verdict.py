@@ -66,6 +66,24 @@ def against_earlier(
     )
 
 
+@dataclass(frozen=True)
+class Judge:
+    """What a case's figure is judged against: its baseline and, with --compare (`earlier_source` set), the earlier
+    run's figure. The test's failure and the Record's columns come from this one judgement."""
+
+    baseline: Baseline | MetricBaseline | None
+    earlier: float | None = None
+    tolerance: float = 0.0
+    earlier_source: str = ""
+
+    def __call__(self, mean: float, unit: str, lower_is_better: bool = False) -> tuple[Verdict, Verdict | None]:
+        """The verdict against the baseline, and against the earlier run (None without --compare)."""
+        base = against_baseline(mean, unit, self.baseline, lower_is_better)
+        if not self.earlier_source:
+            return base, None
+        return base, against_earlier(mean, unit, self.earlier, self.tolerance, self.earlier_source, lower_is_better)
+
+
 def against_quality(result: QualityResult) -> Verdict:
     """Fails when the synthetic task's quality target was not reached within the workload's step budget."""
     status = REACHED if result.reached else NOT_REACHED
