@@ -240,10 +240,9 @@ class Serve:
         count, batch, serving = self.library.count, self.scenario.max_batch, self.serving
         run = self._run(predict)
         targets = labels_of(model, count)
-        value = serving.score(logged_answers(run.outputs(), count, serving), targets)
-        reference = serving.score(
-            predict_all(Answerer(model.model, model.inputs, serving, self.case.preset), count, batch), targets
-        )
+        direct = predict_all(Answerer(model.model, model.inputs, serving, self.case.preset), count, batch)
+        value = serving.score(logged_answers(run.outputs(), direct), targets)
+        reference = serving.score(direct, targets)
         result = Accuracy(serving.metric, value, reference, count, self.entry.accuracy_target)
         self.node.stash[ACCURACY] = result
         self.node.stash[QUALITY] = QualityResult(

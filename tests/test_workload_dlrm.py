@@ -12,7 +12,7 @@ from pytest_mlperf.run.precision import resolve
 from pytest_mlperf.run.quality import converge
 from pytest_mlperf.run.training import Supervised
 from pytest_mlperf.workloads.dlrm import CRITEO_TB_TABLES, DLRM, ClickLogs
-from pytest_mlperf.workloads.metrics import roc_auc
+from pytest_mlperf.workloads.metrics import auc, roc_auc
 from pytest_mlperf.workloads.registry import Setup, get
 
 CPU = torch.device("cpu")
@@ -91,3 +91,23 @@ def test_real_preset_is_mlperfs_dlrm() -> None:
     assert count == 24_036_595_969
     assert count == pytest.approx(25e9, rel=0.05)
     assert 4 * count / 1e9 == pytest.approx(100, rel=0.05)
+
+
+def test_served_click_probabilities_score_the_models_auc() -> None:
+    from pytest_mlperf.run.serving import Answerer, labels_of, predict_all, served, trained
+
+    model = trained(WORKLOAD, "cpu", CPU, CPU_BATCH, 4096)
+    serving, clicks = WORKLOAD.serving, labels_of(model, 4096)
+    assert serving is not None and serving.metric == "ROC AUC"
+    with torch.no_grad():
+        direct = auc(model.model, [(model.inputs, clicks)])  # ranked by logits
+    for precision in ("fp32", "int8"):
+        served_model, context = served(model.model, precision, CPU)
+        answers = predict_all(
+            Answerer(served_model, model.inputs, serving, WORKLOAD.presets["cpu"], context), 4096, 512
+        )
+        assert answers.shape == (4096,) and answers.dtype == "float32" and ((answers >= 0) & (answers <= 1)).all()
+        score = serving.score(answers, clicks)
+        if precision == "fp32":
+            assert score == pytest.approx(direct, abs=1e-6)  # probabilities rank as the logits do
+        assert score >= 0.99 * direct

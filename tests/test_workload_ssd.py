@@ -1,6 +1,6 @@
 """The ssd workload (MLPerf v0.6 SSD300 with a ResNet-34 backbone): registration, throughput unit, learning in fp32 and
-bf16, the real preset's default boxes, shapes and parameter count, and the box utilities, NMS, loss and COCO-style mAP
-on hand-made cases."""
+bf16, the real and inference presets' default boxes, shapes and parameter count, the box utilities, NMS, loss and
+COCO-style mAP on hand-made cases, and the detection serving (its rows, and its score equal to the training metric)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from helpers import assert_learns
 
 from pytest_mlperf.run.precision import resolve
+from pytest_mlperf.run.serving import Answerer, predict_all, stacked
 from pytest_mlperf.run.training import Supervised
 from pytest_mlperf.workloads import detection, ssd
 from pytest_mlperf.workloads.registry import Setup, get
@@ -41,9 +42,34 @@ def test_items_per_step_counts_images() -> None:
     assert build(batch=4).items_per_step == 4
 
 
-def test_learns_in_fp32() -> None:
+@pytest.fixture(scope="module")
+def trained() -> Supervised:
+    """The cpu preset trained in fp32 to its target (asserting it learns), shared by the serving test."""
     trainer = build()
     assert_learns(trainer, WORKLOAD.quality)
+    return trainer
+
+
+def test_learns_in_fp32(trained: Supervised) -> None:
+    assert WORKLOAD.quality.reached(trained.evaluate())
+
+
+def test_serving_scores_the_trained_model_as_its_metric(trained: Supervised) -> None:
+    # LoadGen's path: the held-out images answered through Answerer, the answers scored against the stacked targets.
+    serving = WORKLOAD.serving
+    assert serving is not None and serving.dtype == torch.float32
+    held = list(trained.held_out)
+    images, targets = stacked([x for x, _ in held]), stacked([y for _, y in held])
+    metric = trained.evaluate()
+    trained.model.eval()
+    try:
+        answers = predict_all(Answerer(trained.model, images, serving, CPU_PRESET), len(images), len(held[0][0]))
+    finally:
+        trained.model.train()
+    assert answers.shape == (len(images), 200, 6) and answers.dtype == "float32"
+    padding = answers[..., 5] == -1
+    assert padding.any() and (answers[..., 4][padding] == 0).all() and (answers[..., 4][~padding] > 0.05).all()
+    assert serving.score(answers, targets) == pytest.approx(metric, rel=1e-6)
 
 
 def test_bf16_losses_finite_and_falling() -> None:
@@ -67,6 +93,24 @@ def test_real_preset_default_boxes() -> None:
     torch.testing.assert_close(defaults[38 * 38], torch.tensor([4 / 300, 4 / 300, side, side]))
     torch.testing.assert_close(defaults[-1], torch.tensor([0.5, 0.5, 261 / 300 / math.sqrt(2), 1.0]))
     assert defaults.min() >= 0 and defaults.max() <= 1
+
+
+def test_inference_preset_is_mlperf_inference_ssd_resnet34_1200() -> None:
+    # mlcommons/inference ssd_r34.py at strides [3, 3, 2, 2, 2, 2]: backbone 150x150 at 1200 px, extra maps of 75, 38,
+    # 19, 9 and 7, every head at stride 3; dboxes_R34_coco's cells, steps and scales; the ONNX model's 15130 boxes.
+    p = WORKLOAD.presets["inference"]
+    assert ssd.feature_sizes(1200, p["extras"]) == [150, 75, 38, 19, 9, 7]
+    assert ssd.feature_sizes(1200, p["extras"], p["head_stride"]) == [50, 25, 13, 7, 3, 3]
+    assert list(p["steps"]) == [int(1200 / cells) for cells in (50, 25, 13, 7, 3, 3)]
+    assert list(p["scales"]) == [int(s * 1200 / 300) for s in REAL["scales"]]
+    defaults = ssd.preset_defaults(p)
+    assert defaults.shape == (15130, 4)  # 50^2*4 + 25^2*6 + 13^2*6 + 7^2*6 + 3^2*4 + 3^2*4
+    torch.testing.assert_close(defaults[0], torch.tensor([12 / 1200, 12 / 1200, 84 / 1200, 84 / 1200]))
+    with torch.device("meta"):
+        model = ssd.model(p)
+        offsets, logits = model(torch.empty(1, 3, 1200, 1200))
+    assert offsets.shape == (1, 4, 15130) and logits.shape == (1, 81, 15130)
+    assert sum(param.numel() for param in model.parameters()) == 19_972_534  # strides change no parameter
 
 
 def test_real_model_shapes_and_parameters() -> None:
@@ -159,6 +203,37 @@ def test_detect_decodes_the_confident_box() -> None:
     assert labels.tolist() == [2, 2]
     torch.testing.assert_close(found[0], torch.tensor([0.55, 0.5, 1.05, 1.0]))
     assert scores[0] > 0.99 and scores[1] == pytest.approx(math.e / (1 + math.e), rel=1e-4)
+
+
+def test_detection_serving_rows_cache_and_score() -> None:
+    # The detect hand case served: two detections of class 2 as rows, then a padding row; the default boxes are
+    # built once per preset (equal presets in other dicts share them) and device.
+    defaults = detection.ltrb_to_xywh(boxes((0, 0, 0.5, 0.5), (0.5, 0.5, 1, 1), (0.1, 0.1, 0.5, 0.5)))
+    built = []
+    serving = detection.detection_serving(lambda p: built.append(p) or defaults, ssd.PostProcessing(max_output=3))
+    assert serving.dtype == torch.float32
+    offsets = torch.zeros(1, 4, 3)
+    offsets[0, 0, 1] = 1.0
+    logits = torch.full((1, 3, 3), -10.0)
+    logits[0, 0] = 10.0
+    logits[0, :, 1] = torch.tensor([-10.0, -10.0, 10.0])
+    logits[0, :, 2] = torch.tensor([0.0, -10.0, 1.0])
+    rows = serving.answer((offsets, logits), {"size": 3})
+    second = math.e / (1 + math.e)
+    expected = torch.tensor(
+        [[0.55, 0.5, 1.05, 1.0, 1.0, 2.0], [0.1, 0.1, 0.5, 0.5, second, 2.0], [0.0, 0.0, 0.0, 0.0, 0.0, -1.0]]
+    )
+    torch.testing.assert_close(rows, expected.unsqueeze(0), atol=1e-4, rtol=0)
+    serving.answer((offsets, logits), {"size": 3})
+    serving.answer((offsets, logits), {"size": 4})
+    assert built == [{"size": 3}, {"size": 4}]
+    # Scored against padded targets (boxes (1, 2, 4), labels (1, 2), 0 = padding): the best detection is the truth
+    # (AP 1); with the other box as the truth, a false positive outranks it (precision 1/2 at full recall).
+    answers = rows.numpy()
+    first = (boxes((0.55, 0.5, 1.05, 1.0), (0, 0, 0, 0)).unsqueeze(0), torch.tensor([[2, 0]]))
+    assert serving.score(answers, first) == pytest.approx(1.0)
+    other = (boxes((0.1, 0.1, 0.5, 0.5), (0, 0, 0, 0)).unsqueeze(0), torch.tensor([[2, 0]]))
+    assert serving.score(answers, other) == pytest.approx(0.5)
 
 
 def test_multibox_loss_on_a_hand_case() -> None:

@@ -31,7 +31,6 @@ from .precision import resolve
 from .quality import QualityResult, converge
 from .training import forward
 
-
 Inputs = Tensor | tuple[Tensor, ...]  #: a batch's model inputs, sample-major
 
 
@@ -154,15 +153,15 @@ def predict_all(predict: Answerer, count: int, batch: int) -> np.ndarray:
     return np.concatenate([predict(list(range(at, min(at + batch, count)))) for at in range(0, count, batch)])
 
 
-def logged_answers(outputs: dict[int, bytes], count: int, serving: Serving) -> np.ndarray:
-    """The answer LoadGen logged for each of samples 0..count-1 (an accuracy pass logs every one)."""
-    dtype = torch.empty((), dtype=serving.dtype).numpy().dtype
-    width = dtype.itemsize * math.prod(serving.shape)
+def logged_answers(outputs: dict[int, bytes], like: np.ndarray) -> np.ndarray:
+    """The answer LoadGen logged for each of samples 0..len(like)-1 (an accuracy pass logs every one), shaped as
+    `like`, the same samples' answers computed directly (its dtype and per-sample shape: an answer's size may depend
+    on the preset, e.g. a segmentation's volume)."""
+    count, width = len(like), like[0].nbytes
     missing = [i for i in range(count) if len(outputs.get(i, b"")) != width]
     if missing:
         raise ValueError(f"the accuracy log lacks a {width}-byte answer for {len(missing)} samples, e.g. {missing[:5]}")
-    flat = np.frombuffer(b"".join(outputs[i] for i in range(count)), dtype)
-    return flat.reshape(count, *serving.shape)
+    return np.frombuffer(b"".join(outputs[i] for i in range(count)), like.dtype).reshape(like.shape)
 
 
 def labels_of(trained: Trained, count: int) -> Inputs:

@@ -291,7 +291,7 @@ def _span_score(answers: np.ndarray, targets: tuple[Tensor, Tensor]) -> float:
 
 #: SQuAD served to LoadGen: each answer is the (start, end) token positions of the best span, scored with SQuAD's F1
 #: in percent (MLPerf's BERT accuracy log holds the start/end logits; positions are what the F1 needs of them).
-SPANS = Serving("F1 (%)", answer=_answer_spans, score=_span_score, shape=(2,))
+SPANS = Serving("F1 (%)", answer=_answer_spans, score=_span_score)
 
 
 def span_metric(first: int, longest: int):

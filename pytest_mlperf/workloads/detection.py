@@ -1,14 +1,17 @@
 """Box geometry and COCO-style detection quality shared by the detectors (SSD, Mask R-CNN): IoU, NMS and mAP in
-plain torch (no torchvision, no pycocotools), and the synthetic scenes' non-overlapping objects."""
+plain torch (no torchvision, no pycocotools), the synthetic scenes' non-overlapping objects, and how a detector is
+served to LoadGen."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from .registry import Preset
+from .registry import Preset, Serving
 
 #: COCO's IoU thresholds 0.50:0.05:0.95.
 COCO_IOUS = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))
@@ -138,3 +141,76 @@ def random_objects(p: Preset, count: int, device: torch.device, generator: torch
         label = torch.randint(1, p["num_classes"], (count,), generator=generator, device=device)
         labels[:, k] = torch.where(clear, label, 0)
     return boxes, labels
+
+
+def ground_truths(targets: tuple[Tensor, Tensor]) -> list[tuple[Tensor, Tensor]]:
+    """Per image, its objects' ltrb boxes (float) and labels, from padded targets: boxes (b, m, 4) and labels (b, m),
+    0 for padding (how the synthetic held-out batches hold them, sample-major, so that serving can stack them)."""
+    boxes, labels = targets
+    return [(b[n > 0].float(), n[n > 0]) for b, n in zip(boxes, labels, strict=True)]
+
+
+# --- Serving a detector: MLPerf's SSD accuracy log holds one [image, box, score, class] row per detection; a served
+# sample's answer here is a fixed-size block of such rows.
+
+#: The columns of an answer's rows.
+ROW = ("left", "top", "right", "bottom", "score", "label")
+
+
+def detection_rows(detections: Sequence[Detections], k: int) -> Tensor:
+    """Each image's first `k` detections as a float32 block (images, k, 6) of [left, top, right, bottom, score,
+    label] rows, padded with rows of score 0 and label -1."""
+    device = detections[0][0].device if detections else None
+    rows = torch.zeros(len(detections), k, len(ROW), device=device)
+    rows[..., 5] = -1
+    for image, (boxes, labels, scores) in zip(rows, detections, strict=True):
+        n = min(k, len(scores))
+        image[:n] = torch.cat([boxes[:n].float(), scores[:n, None].float(), labels[:n, None].float()], 1)
+    return rows
+
+
+def row_detections(rows: Tensor) -> list[Detections]:
+    """The detections in blocks of rows (images, k, 6), the padding (label -1) left out."""
+    detections = []
+    for image in rows:
+        real = image[image[:, 5] >= 0]
+        detections.append((real[:, :4], real[:, 5].long(), real[:, 4]))
+    return detections
+
+
+class Detector(Protocol):
+    """Post-processing: a model's outputs for a batch and its default boxes to at most `max_output` detections per
+    image."""
+
+    max_output: int
+
+    def __call__(self, outputs: Any, defaults: Tensor) -> list[Detections]: ...
+
+
+def _frozen(value: Any) -> Any:
+    """A preset as a hashable key (a system file's options may hold lists)."""
+    if isinstance(value, Mapping):
+        return tuple(sorted((key, _frozen(v)) for key, v in value.items()))
+    if isinstance(value, list | tuple):
+        return tuple(_frozen(v) for v in value)
+    return value
+
+
+def detection_serving(defaults: Callable[[Preset], Tensor], detector: Detector) -> Serving:
+    """A detector served to LoadGen: each answer is its image's detections, the `detector.max_output` rows of
+    `detection_rows`, through `detector` with the preset's default boxes (`defaults(preset)`, built once per preset
+    and device); the score is the COCO mAP@[.5:.95] of all answers against the held-out (boxes, labels), the same
+    as the training metric on the same images."""
+    cache: dict[tuple[Any, str], Tensor] = {}
+
+    def answer(outputs: Any, p: Preset) -> Tensor:
+        device = outputs[0].device
+        key = (_frozen(p), str(device))
+        if key not in cache:
+            cache[key] = defaults(p).to(device)
+        return detection_rows(detector(outputs, cache[key]), detector.max_output)
+
+    def score(answers: np.ndarray, targets: tuple[Tensor, Tensor]) -> float:
+        return mean_average_precision(row_detections(torch.tensor(answers)), ground_truths(targets))
+
+    return Serving("COCO mAP@[.5:.95]", answer=answer, score=score, dtype=torch.float32)

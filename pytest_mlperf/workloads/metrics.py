@@ -95,7 +95,7 @@ def roc_auc(scores: Tensor, labels: Tensor) -> float:
 CLICKS = Serving(
     "ROC AUC",
     answer=lambda logits, _: torch.sigmoid(logits.float()),
-    score=lambda answers, clicks: roc_auc(torch.from_numpy(answers), clicks.cpu()),
+    score=lambda answers, clicks: roc_auc(torch.tensor(answers), clicks.cpu()),
     dtype=torch.float32,
 )
 

@@ -83,7 +83,6 @@ class Serving:
     answer: Callable[[Any, Preset], Tensor]
     score: Callable[[Any, Any], float]  #: (answers as a numpy array, targets as the held-out batches hold them)
     dtype: torch.dtype = torch.int32  #: of an answer
-    shape: tuple[int, ...] = ()  #: of one sample's answer
 
 
 @dataclass(frozen=True)

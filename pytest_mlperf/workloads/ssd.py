@@ -22,7 +22,12 @@ submission (training_results_v0.6/NVIDIA/benchmarks/ssd, the container Lambda's 
 - Optimiser: SGD, momentum 0.9, weight decay 5e-4, lr 2.5e-3 per 32 images of global batch (MLPerf's base lr).
 - Evaluation (Encoder.decode_batch and pycocotools): softmax scores, per class the boxes scoring above 0.05, the
   200 best of them through NMS at IoU 0.5, the 200 best detections per image; COCO box mAP over IoU 0.50:0.95.
-  MLPerf v0.6's target is 0.23.
+  MLPerf v0.6's target is 0.23. Served to LoadGen (`detection.detection_serving`), each image's answer is those
+  200 detections as [left, top, right, bottom, score, label] rows, scored with the same mAP.
+- The "inference" preset is MLPerf Inference v0.7's SSD-ResNet34 (mlcommons/inference, ssd_r34.py with strides
+  [3, 3, 2, 2, 2, 2] and dboxes_R34_coco): the same layers and parameters on 1200x1200 images, the fourth extra
+  block at stride 2 and the heads' 3x3 convolutions at stride 3, so the heads give maps of 50, 25, 13, 7, 3 and 3
+  cells and 15130 default boxes; mAP 0.20 (its FP32 reference; the accuracy target is 99% of it).
 
 With 81 classes the network has 19,972,534 parameters: backbone 8,170,304, extra layers 3,574,400, box heads
 387,192 and class heads 7,840,638. MLPerf publishes no parameter count for it; OpenVINO's model zoo lists the same
@@ -48,6 +53,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
@@ -55,7 +61,17 @@ from torch import Tensor, nn
 
 from ..run.training import Batch, Supervised, seeded
 from .convnet import BasicBlock
-from .detection import Detections, box_iou, ltrb_to_xywh, mean_average_precision, nms, random_objects, xywh_to_ltrb
+from .detection import (
+    Detections,
+    box_iou,
+    detection_serving,
+    ground_truths,
+    ltrb_to_xywh,
+    mean_average_precision,
+    nms,
+    random_objects,
+    xywh_to_ltrb,
+)
 from .registry import Preset, Quality, Setup, Workload, register
 from .resnet import ResNet
 
@@ -63,8 +79,21 @@ from .resnet import ResNet
 LAYERS = (3, 4, 6)
 #: The MLPerf reference's SSD300 extra layers: (1x1 channels, 3x3 output channels, stride, padding) per block.
 EXTRAS = ((256, 512, 2, 1), (256, 512, 2, 1), (128, 256, 2, 1), (128, 256, 1, 0), (128, 256, 1, 0))
+#: MLPerf Inference's 1200x1200 SSD-ResNet34 (ssd_r34.py, strides [3, 3, 2, 2, 2, 2]): the fourth block at stride 2.
+INFERENCE_EXTRAS = ((256, 512, 2, 1), (256, 512, 2, 1), (128, 256, 2, 1), (128, 256, 2, 0), (128, 256, 1, 0))
 #: Variances of the box encoding: centre offsets are divided by 0.1, log size ratios by 0.2.
 SCALE_XY, SCALE_WH = 0.1, 0.2
+
+
+def grid_boxes(shapes: Sequence[tuple[float, float]], cells: int, step: float) -> Tensor:
+    """xywh boxes (len(shapes) * cells^2, 4), float64: each (width, height) shape at the centre (cell + 0.5) * step
+    of every cell of a square map, per shape, per cell in row-major order (the order of the heads' outputs)."""
+    centres = (torch.arange(cells, dtype=torch.float64) + 0.5) * step
+    cy, cx = torch.meshgrid(centres, centres, indexing="ij")
+    boxes = [
+        torch.stack([cx, cy, torch.full_like(cx, w), torch.full_like(cx, h)], -1).reshape(-1, 4) for w, h in shapes
+    ]
+    return torch.cat(boxes)
 
 
 def default_boxes(
@@ -74,19 +103,16 @@ def default_boxes(
     scales: Sequence[int],
     aspect_ratios: Sequence[Sequence[int]],
 ) -> Tensor:
-    """The reference's DefaultBoxes, xywh (n, 4): per feature map, per box shape, per cell in row-major order (the
-    order of the heads' outputs). Shapes: a square of scales[k], one of sqrt(scales[k] * scales[k+1]), and for each
-    aspect ratio a the scales[k] square stretched by sqrt(a) each way; centres at (cell + 0.5) * step."""
+    """The reference's DefaultBoxes, xywh (n, 4): per feature map, per box shape, per cell in row-major order.
+    Shapes: a square of scales[k], one of sqrt(scales[k] * scales[k+1]), and for each aspect ratio a the scales[k]
+    square stretched by sqrt(a) each way; centres at (cell + 0.5) * step; clamped to the image."""
     boxes = []
     for k, (cells, step, ratios) in enumerate(zip(feature_sizes, steps, aspect_ratios, strict=True)):
         small, large = scales[k] / image_size, scales[k + 1] / image_size
         shapes = [(small, small), (math.sqrt(small * large),) * 2]
         for a in ratios:
             shapes += [(small * math.sqrt(a), small / math.sqrt(a)), (small / math.sqrt(a), small * math.sqrt(a))]
-        centres = (torch.arange(cells, dtype=torch.float64) + 0.5) * step / image_size
-        cy, cx = torch.meshgrid(centres, centres, indexing="ij")
-        for w, h in shapes:
-            boxes.append(torch.stack([cx, cy, torch.full_like(cx, w), torch.full_like(cx, h)], -1).reshape(-1, 4))
+        boxes.append(grid_boxes(shapes, cells, step / image_size))
     return torch.cat(boxes).clamp(0, 1).float()
 
 
@@ -130,12 +156,14 @@ def detect(
     min_score: float = 0.05,
     per_class: int = 200,
     max_output: int = 200,
+    sigmoid: bool = False,
 ) -> list[Detections]:
     """The reference's decode_batch: the model's outputs (b, 4, n) and (b, classes, n) to detections per image; per
     class (background 0 skipped), the `per_class` best boxes above `min_score` through NMS at IoU `threshold`, then
-    the `max_output` best over all classes. All classes go through one batched `nms`."""
+    the `max_output` best over all classes. All classes go through one batched `nms`. Scores are a softmax over the
+    classes, or with `sigmoid` each class's own sigmoid (TensorFlow's SIGMOID score converter)."""
     boxes = decode(offsets.float().transpose(1, 2), defaults)
-    probs = logits.float().softmax(1)[:, 1:]  # (b, classes - 1, n)
+    probs = (logits.float().sigmoid() if sigmoid else logits.float().softmax(1))[:, 1:]  # (b, classes - 1, n)
     results = []
     for image_boxes, image_probs in zip(boxes, probs, strict=True):
         # The k best of each class, k as many as the class with most candidates has (no NMS over the rest).
@@ -149,6 +177,22 @@ def detect(
     return results
 
 
+@dataclass(frozen=True)
+class PostProcessing:
+    """`detect`'s settings, those of the reference's decode_batch by default: what turns the model's (offsets,
+    logits) into at most `max_output` detections per image, for the quality metric and for serving alike."""
+
+    threshold: float = 0.5  #: NMS IoU
+    min_score: float = 0.05
+    per_class: int = 200
+    max_output: int = 200
+    sigmoid: bool = False
+
+    def __call__(self, outputs: tuple[Tensor, Tensor], defaults: Tensor) -> list[Detections]:
+        offsets, logits = outputs
+        return detect(offsets, logits, defaults, **asdict(self))
+
+
 # --- The network.
 
 
@@ -159,12 +203,13 @@ def conv4_size(image_size: int) -> int:
     return (size - 1) // 2 + 1
 
 
-def feature_sizes(image_size: int, extras: Sequence[tuple[int, int, int, int]]) -> list[int]:
-    """Sides of the maps the heads see: the backbone's, then each extra block's 3x3 convolution's."""
+def feature_sizes(image_size: int, extras: Sequence[tuple[int, int, int, int]], head_stride: int = 1) -> list[int]:
+    """Sides of the heads' outputs: the backbone's map, then each extra block's 3x3 convolution's, through the heads'
+    3x3 convolutions (padding 1) at `head_stride`."""
     sizes = [conv4_size(image_size)]
     for _, _, stride, padding in extras:
         sizes.append((sizes[-1] + 2 * padding - 3) // stride + 1)
-    return sizes
+    return [(size - 1) // head_stride + 1 for size in sizes]
 
 
 class Backbone(nn.Module):
@@ -187,7 +232,8 @@ class Backbone(nn.Module):
 
 class SSD(nn.Module):
     """The reference's SSD300: the backbone, the extra blocks, and per feature map a box-offset and a class-score
-    3x3 convolution. Returns offsets (batch, 4, boxes) and class logits (batch, classes, boxes)."""
+    3x3 convolution (at `head_stride`: 3 in MLPerf Inference's 1200x1200 model). Returns offsets (batch, 4, boxes)
+    and class logits (batch, classes, boxes)."""
 
     def __init__(
         self,
@@ -195,6 +241,7 @@ class SSD(nn.Module):
         width: int = 64,
         extras: Sequence[tuple[int, int, int, int]] = EXTRAS,
         defaults_per_cell: Sequence[int] = (4, 6, 6, 6, 4, 4),
+        head_stride: int = 1,
     ) -> None:
         super().__init__()
         self.num_classes = num_classes
@@ -213,8 +260,8 @@ class SSD(nn.Module):
             channels.append(out)
         self.extras = nn.ModuleList(blocks)
         pairs = list(zip(defaults_per_cell, channels, strict=True))
-        self.loc = nn.ModuleList(nn.Conv2d(c, n * 4, 3, padding=1) for n, c in pairs)
-        self.conf = nn.ModuleList(nn.Conv2d(c, n * num_classes, 3, padding=1) for n, c in pairs)
+        self.loc = nn.ModuleList(nn.Conv2d(c, n * 4, 3, head_stride, 1) for n, c in pairs)
+        self.conf = nn.ModuleList(nn.Conv2d(c, n * num_classes, 3, head_stride, 1) for n, c in pairs)
         for layer in (*self.extras, *self.loc, *self.conf):
             for param in layer.parameters():
                 if param.dim() > 1:
@@ -234,11 +281,13 @@ class SSD(nn.Module):
 class MultiBoxLoss(nn.Module):
     """The reference's Loss: Smooth-L1 over the encoded offsets of positive default boxes, cross-entropy over the
     positives and the 3x as many hardest negatives, each image's sum divided by its positives, averaged over the
-    batch (images without objects count 0). In float32."""
+    batch (images without objects count 0). In float32. With `sigmoid`, the class loss of a default box is the sum
+    over classes of each one's sigmoid cross-entropy against its one-hot label (TensorFlow's weighted_sigmoid)."""
 
-    def __init__(self, defaults: Tensor) -> None:
+    def __init__(self, defaults: Tensor, sigmoid: bool = False) -> None:
         super().__init__()
         self.register_buffer("defaults", defaults)
+        self.sigmoid = sigmoid
 
     def forward(self, predicted: tuple[Tensor, Tensor], target: tuple[Tensor, Tensor]) -> Tensor:
         offsets, logits = predicted[0].float(), predicted[1].float()
@@ -247,7 +296,11 @@ class MultiBoxLoss(nn.Module):
         positives = positive.sum(1)
         wanted = encode(boxes.float(), self.defaults).transpose(1, 2)  # (b, 4, n) as the offsets
         box_loss = (F.smooth_l1_loss(offsets, wanted, reduction="none").sum(1) * positive).sum(1)
-        class_loss = F.cross_entropy(logits, labels, reduction="none")  # (b, n)
+        if self.sigmoid:
+            one_hot = F.one_hot(labels, logits.size(1)).transpose(1, 2).float()
+            class_loss = F.binary_cross_entropy_with_logits(logits, one_hot, reduction="none").sum(1)  # (b, n)
+        else:
+            class_loss = F.cross_entropy(logits, labels, reduction="none")  # (b, n)
         # Hard-negative mining: rank the negatives by their loss, keep the 3 * positives first.
         rank = class_loss.masked_fill(positive, 0).argsort(1, descending=True).argsort(1)
         negative = rank < (3 * positives).clamp(max=labels.size(1)).unsqueeze(1)
@@ -306,23 +359,23 @@ def rectangle_batches(
 
 
 def preset_defaults(p: Preset) -> Tensor:
-    sizes = feature_sizes(p["image_size"], p["extras"])
+    sizes = feature_sizes(p["image_size"], p["extras"], p.get("head_stride", 1))
     return default_boxes(p["image_size"], sizes, p["steps"], p["scales"], p["aspect_ratios"])
 
 
 def model(p: Preset) -> SSD:
-    return SSD(p["num_classes"], p["width"], p["extras"], [2 + 2 * len(a) for a in p["aspect_ratios"]])
+    per_cell = [2 + 2 * len(a) for a in p["aspect_ratios"]]
+    return SSD(p["num_classes"], p["width"], p["extras"], per_cell, p.get("head_stride", 1))
 
 
-def mean_ap(defaults: Tensor) -> Callable[[nn.Module, Iterable[Batch]], float]:
+def mean_ap(defaults: Tensor, post: PostProcessing = PostProcessing()) -> Callable[[nn.Module, Iterable[Batch]], float]:
     """The quality metric: COCO mAP@[.5:.95] of the detections on held-out batches of (images, (boxes, labels))."""
 
     def metric(network: nn.Module, batches: Iterable[Batch]) -> float:
         detections, truths = [], []
-        for images, (boxes, labels) in batches:
-            offsets, logits = network(images)
-            detections += detect(offsets, logits, defaults)
-            truths += [(b[n > 0].float(), n[n > 0]) for b, n in zip(boxes, labels, strict=True)]
+        for images, targets in batches:
+            detections += post(network(images), defaults)
+            truths += ground_truths(targets)
         return mean_average_precision(detections, truths)
 
     return metric
@@ -347,6 +400,10 @@ def build(setup: Setup) -> Supervised:
         held_out=batches[-2:],  # other rectangles of the same class textures
         channels_last=True,
     )
+
+
+#: Served to LoadGen with the reference's post-processing (the 200 best detections per image), as the metric.
+SERVING = detection_serving(preset_defaults, PostProcessing())
 
 
 register(
@@ -388,9 +445,29 @@ register(
                 "batches": 32,
                 "lr": 1.25e-2,
             },
+            # MLPerf Inference v0.7's ssd-resnet34 (vision/classification_and_detection, resnet34-ssd1200): the same
+            # layers on 1200x1200 images, the fourth extra block at stride 2 and every head at stride 3 (maps of 50,
+            # 25, 13, 7, 3 and 3 cells, 15130 default boxes), dboxes_R34_coco's steps int(1200 / cells) and scales
+            # 4x the 300 px ones. Its accuracy target is 99% of mAP 0.20. Few batches: one is 17 MB an image.
+            "inference": {
+                "image_size": 1200,
+                "num_classes": 81,
+                "width": 64,
+                "extras": INFERENCE_EXTRAS,
+                "head_stride": 3,
+                "steps": (24, 48, 92, 171, 400, 400),
+                "scales": (84, 180, 396, 612, 828, 1044, 1260),
+                "aspect_ratios": ((2,), (2, 3), (2, 3), (2, 3), (2,), (2,)),
+                "objects": 6,
+                "object_sizes": (0.1, 0.6),
+                "noise": 0.3,
+                "batches": 4,
+                "lr": 2.5e-3,
+            },
         },
         build=build,
         # MLPerf v0.6: COCO 2017 val box mAP@[.5:.95] of 0.23 (the quality_target of its SSD rules).
         quality=Quality("held-out COCO mAP@[.5:.95]", target=0.15, max_steps=200, eval_every=10, real_target=0.23),
+        serving=SERVING,
     )
 )
