@@ -161,7 +161,7 @@ def logged_answers(outputs: dict[int, bytes], like: np.ndarray) -> np.ndarray:
     missing = [i for i in range(count) if len(outputs.get(i, b"")) != width]
     if missing:
         raise ValueError(f"the accuracy log lacks a {width}-byte answer for {len(missing)} samples, e.g. {missing[:5]}")
-    return np.frombuffer(b"".join(outputs[i] for i in range(count)), like.dtype).reshape(like.shape)
+    return np.frombuffer(b"".join(outputs[i] for i in range(count)), like.dtype).reshape(like.shape).copy()
 
 
 def labels_of(trained: Trained, count: int) -> Inputs:
