@@ -9,6 +9,7 @@ import pytest
 
 from .config.matrix import Case
 from .fixtures import ACCURACY, COMPILED, DATA, DEVICE, LOADGEN, MEASUREMENT, PEAK, QUALITY, SESSION, WORK
+from .resources import sysinfo
 from .results import html as html_report
 from .results.loadgen_logs import DETAIL, SUMMARY
 from .results.record import PROPERTY, Record, build
@@ -29,6 +30,15 @@ class Reporter:
         if self.owns_html:
             config.option.htmlpath = str(self.store.dir / "report.html")
             config.option.self_contained_html = True
+
+    @pytest.hookimpl(tryfirst=True)  # before pytest-html's, which renders the environment table at session start
+    def pytest_sessionstart(self) -> None:
+        """The system information into pytest-metadata's table (the HTML report's environment)."""
+        if self.config.pluginmanager.hasplugin("metadata"):
+            from pytest_metadata.plugin import metadata_key
+
+            labelled = {sysinfo.LABELS[key]: value for key, value in self.session.system_info.items()}
+            self.config.stash[metadata_key].update(labelled)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         for name, value in report.user_properties:

@@ -20,6 +20,7 @@ import torch
 from .config.matrix import Case
 from .config.schema import System, SystemFileError
 from .config.systems import AUTO, SystemSelectionError, select
+from .resources import sysinfo
 from .resources.devices import share_cpu_threads
 from .results.store import RunStore, load_results, new_run_id
 from .results.verdict import Judge
@@ -39,6 +40,7 @@ class MlperfSession:
     #: the run folder, which xdist workers learn from the controller (LoadGen logs go under it)
     run_dir: Path | None = None
     args: list[str] = field(default_factory=list)  #: the command line, for the record
+    system_info: dict[str, str] = field(default_factory=dict)  #: what the run ran on; on the controller only
     started: float = field(default_factory=time.time)
 
     @classmethod
@@ -60,6 +62,7 @@ class MlperfSession:
             root = root if root.is_absolute() else config.rootpath / root
             session.store = RunStore(root, new_run_id(root))
             session.run_dir = session.store.dir
+            session.system_info = sysinfo.collect()
         return session
 
     def require_systems(self) -> list[System]:
@@ -85,6 +88,7 @@ class MlperfSession:
             "torch": str(torch.__version__),
             "python": platform.python_version(),
             "host": socket.gethostname(),
+            "system_info": self.system_info,
         }
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 
 import pytest
+import torch
 import yaml
 from helpers import baseline, system
 
@@ -44,6 +46,10 @@ def test_tables_have_one_row_per_test(project) -> None:
     assert pivot[1]["toy-fp32 (samples/s)"] == ""  # skipped: empty, never a number
     page = (latest / "report.html").read_text()
     assert "pytest-mlperf results" in page and "toy-bf16-toy" in page and "no baseline" in page
+    # the system information: in results.json's run, and in the HTML report's environment table
+    info = json.loads((latest / "results.json").read_text())["run"]["system_info"]
+    assert info["torch"] == torch.__version__ and info["cpu_cores"] == str(os.cpu_count())
+    assert "Transparent huge pages" in page and "CPU governor" in page and info["kernel"] in page
 
 
 def test_baseline_miss_fails_with_the_figures(project) -> None:
