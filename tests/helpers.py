@@ -158,3 +158,28 @@ def assert_learns(trainer: Any, quality: Any, module: Any = None) -> None:
     last = [float(trainer.step()) for _ in range(5)]
     assert all(math.isfinite(v) for v in first + last)
     assert sum(last) < sum(first)
+
+
+def served_held_out(trainer: Any, workload: Any, preset: Any) -> tuple[Any, Any, float]:
+    """LoadGen's path on a trained Supervised trainer: its held-out inputs answered through `Answerer` (the model in
+    eval mode, then back in train mode), with the stacked targets and the training metric on the same samples."""
+    from pytest_mlperf.run.serving import Answerer, predict_all, stacked
+
+    held = list(trainer.held_out)
+    inputs, targets = stacked([x for x, _ in held]), stacked([y for _, y in held])
+    metric = trainer.evaluate()
+    trainer.model.eval()
+    try:
+        answers = predict_all(Answerer(trainer.model, inputs, workload.serving, preset), len(inputs), len(held[0][0]))
+    finally:
+        trainer.model.train()
+    return answers, targets, metric
+
+
+def assert_losses_fall(trainer: Any, steps: int, window: int, by: float = 1.0) -> None:
+    """`steps` training steps give finite losses, the last `window` summing under `by` x the first `window`."""
+    import math
+
+    losses = [float(trainer.step()) for _ in range(steps)]
+    assert all(math.isfinite(v) for v in losses), losses
+    assert sum(losses[-window:]) < by * sum(losses[:window]), losses

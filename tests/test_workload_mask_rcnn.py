@@ -8,7 +8,7 @@ import math
 
 import pytest
 import torch
-from helpers import assert_learns
+from helpers import assert_learns, assert_losses_fall
 
 from pytest_mlperf.run.precision import resolve
 from pytest_mlperf.run.training import Supervised
@@ -68,9 +68,7 @@ def test_learns_in_fp32() -> None:
 def test_bf16_losses_finite_and_falling() -> None:
     # Batch 2 and a few steps: bfloat16 convolutions take a slow path on CPUs without AVX-512 bf16.
     trainer = build("bf16", batch=2)
-    losses = [float(trainer.step()) for _ in range(6)]
-    assert all(math.isfinite(v) for v in losses)
-    assert sum(losses[-2:]) < sum(losses[:2])
+    assert_losses_fall(trainer, 6, 2)
     assert 0.0 <= trainer.evaluate() <= 1.0
 
 

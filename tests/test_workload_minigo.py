@@ -4,12 +4,10 @@ the real network's shapes and size."""
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 import torch
-from helpers import assert_learns
+from helpers import assert_learns, assert_losses_fall
 
 from pytest_mlperf.run.precision import resolve
 from pytest_mlperf.run.training import Supervised
@@ -188,9 +186,7 @@ def test_learns_in_fp32() -> None:
 def test_bf16_losses_fall() -> None:
     # Batch 16 and a few steps: bfloat16 convolutions take a slow path on CPUs without AVX-512 bf16.
     trainer = build("bf16", batch=16)
-    losses = [float(trainer.step()) for _ in range(30)]
-    assert all(math.isfinite(v) for v in losses)
-    assert sum(losses[-5:]) < sum(losses[:5])
+    assert_losses_fall(trainer, 30, 5)
 
 
 def test_real_preset_shapes_and_size() -> None:

@@ -8,10 +8,9 @@ import math
 
 import pytest
 import torch
-from helpers import assert_learns
+from helpers import assert_learns, assert_losses_fall, served_held_out
 
 from pytest_mlperf.run.precision import resolve
-from pytest_mlperf.run.serving import Answerer, predict_all, stacked
 from pytest_mlperf.run.training import Supervised
 from pytest_mlperf.workloads import detection, ssd, ssd_mobilenet
 from pytest_mlperf.workloads.registry import Setup, get
@@ -129,15 +128,8 @@ def test_learns_in_fp32(trained: Supervised) -> None:
 def test_serving_scores_the_trained_model_as_its_metric(trained: Supervised) -> None:
     serving = WORKLOAD.serving
     assert serving is not None
-    held = list(trained.held_out)
-    images, targets = stacked([x for x, _ in held]), stacked([y for _, y in held])
-    metric = trained.evaluate()
-    trained.model.eval()
-    try:
-        answers = predict_all(Answerer(trained.model, images, serving, CPU_PRESET), len(images), len(held[0][0]))
-    finally:
-        trained.model.train()
-    assert answers.shape == (len(images), 100, 6) and answers.dtype == "float32"
+    answers, targets, metric = served_held_out(trained, WORKLOAD, CPU_PRESET)
+    assert answers.shape == (len(targets[0]), 100, 6) and answers.dtype == "float32"
     padding = answers[..., 5] == -1
     assert (answers[..., 4][padding] == 0).all() and (answers[..., 4][~padding] > 0.3).all()  # TF's threshold
     assert serving.score(answers, targets) == pytest.approx(metric, rel=1e-6)
@@ -145,7 +137,5 @@ def test_serving_scores_the_trained_model_as_its_metric(trained: Supervised) -> 
 
 def test_bf16_losses_finite_and_falling() -> None:
     trainer = build("bf16", batch=4)
-    losses = [float(trainer.step()) for _ in range(8)]
-    assert all(math.isfinite(v) for v in losses)
-    assert sum(losses[-3:]) < sum(losses[:3])
+    assert_losses_fall(trainer, 8, 3)
     assert 0.0 <= trainer.evaluate() <= 1.0

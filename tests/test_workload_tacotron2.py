@@ -4,11 +4,9 @@ autocast, and the real preset's model and shapes."""
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
-from helpers import assert_learns
+from helpers import assert_learns, assert_losses_fall
 
 from pytest_mlperf.run.precision import resolve
 from pytest_mlperf.workloads import tacotron2
@@ -67,9 +65,7 @@ def test_learns_in_fp32() -> None:
 
 def test_bf16_losses_are_finite_and_fall() -> None:
     trainer = build("bf16", batch=4)
-    losses = [float(trainer.step()) for _ in range(30)]
-    assert all(math.isfinite(v) for v in losses)
-    assert sum(losses[-5:]) < sum(losses[:5])
+    assert_losses_fall(trainer, 30, 5)
 
 
 def test_recurrent_cells_run_in_float32_where_cpu_bf16_autocast_cannot() -> None:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import assert_learns
+from helpers import assert_learns, assert_losses_fall
 from torch import nn
 
 from pytest_mlperf.run.precision import resolve
@@ -181,9 +181,7 @@ def test_learns_in_fp32() -> None:
 def test_bf16_losses_finite_and_falling() -> None:
     # Batch 2 and a few steps: bfloat16 3D convolutions run about 15x slower than fp32 on this CPU (no AVX-512 bf16).
     trainer = build("bf16", batch=2)
-    losses = [float(trainer.step()) for _ in range(6)]
-    assert all(math.isfinite(v) for v in losses)
-    assert sum(losses[-2:]) < sum(losses[:2])
+    assert_losses_fall(trainer, 6, 2)
     assert 0.0 <= trainer.evaluate() <= 1.0
 
 

@@ -381,12 +381,19 @@ def mean_ap(defaults: Tensor, post: PostProcessing = PostProcessing()) -> Callab
     return metric
 
 
-def build(setup: Setup) -> Supervised:
-    p, batch, device = setup.preset, setup.batch_size, setup.device
-    defaults = preset_defaults(p).to(device)
-    batches = rectangle_batches(p, batch, p["batches"] + 2, device)
-    # Matched to the default boxes once, as NVIDIA's input pipeline does before the model (untimed here).
+def detection_data(p: Preset, batch: int, defaults: Tensor) -> tuple[list[Batch], list[Batch]]:
+    """`p["batches"]` training batches of rectangles matched to the default boxes once (as NVIDIA's input pipeline
+    does before the model, untimed here), and two held-out batches of other rectangles of the same class textures
+    with their (boxes, labels). Shared by the SSD detectors."""
+    batches = rectangle_batches(p, batch, p["batches"] + 2, defaults.device)
     train = [(images, match(boxes, labels, defaults)) for images, (boxes, labels) in batches[:-2]]
+    return train, batches[-2:]
+
+
+def build(setup: Setup) -> Supervised:
+    p, batch = setup.preset, setup.batch_size
+    defaults = preset_defaults(p).to(setup.device)
+    train, held_out = detection_data(p, batch, defaults)
     return Supervised(
         setup,
         seeded(lambda: model(p)),
@@ -397,7 +404,7 @@ def build(setup: Setup) -> Supervised:
             m.parameters(), lr=p["lr"] * batch / 32, momentum=0.9, weight_decay=5e-4, fused=True
         ),
         metric=mean_ap(defaults),
-        held_out=batches[-2:],  # other rectangles of the same class textures
+        held_out=held_out,
         channels_last=True,
     )
 

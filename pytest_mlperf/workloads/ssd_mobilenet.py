@@ -64,7 +64,7 @@ from torch import Tensor, nn
 from ..run.training import Supervised, seeded
 from .detection import detection_serving
 from .registry import Preset, Quality, Setup, Workload, register
-from .ssd import MultiBoxLoss, PostProcessing, grid_boxes, match, mean_ap, rectangle_batches
+from .ssd import MultiBoxLoss, PostProcessing, detection_data, grid_boxes, mean_ap
 
 #: MobileNetV1's depthwise-separable layers Conv2d_1..13: (pointwise output channels, depthwise stride).
 MOBILENET = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), *[(512, 1)] * 5, (1024, 2), (1024, 1))
@@ -198,10 +198,9 @@ def preset_defaults(p: Preset) -> Tensor:
 
 
 def build(setup: Setup) -> Supervised:
-    p, batch, device = setup.preset, setup.batch_size, setup.device
-    defaults = preset_defaults(p).to(device)
-    batches = rectangle_batches(p, batch, p["batches"] + 2, device)
-    train = [(images, match(boxes, labels, defaults)) for images, (boxes, labels) in batches[:-2]]
+    p, batch = setup.preset, setup.batch_size
+    defaults = preset_defaults(p).to(setup.device)
+    train, held_out = detection_data(p, batch, defaults)
     return Supervised(
         setup,
         seeded(lambda: SSDMobileNet(p)),
@@ -211,7 +210,7 @@ def build(setup: Setup) -> Supervised:
             m.parameters(), lr=p["lr"] * batch / 24, alpha=0.9, eps=1.0, momentum=0.9, weight_decay=4e-5
         ),
         metric=mean_ap(defaults, POST_PROCESSING),
-        held_out=batches[-2:],
+        held_out=held_out,
         channels_last=True,
     )
 
