@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..run.training import Supervised
+from ..run.training import Supervised, seeded
 from .metrics import top1
 from .registry import Preset, Quality, Setup, Workload, register
 from .resnet import ResNet
@@ -64,7 +64,7 @@ def build(setup: Setup) -> Supervised:
     batches = class_images(p["num_classes"], p["image_size"], batch, p["batches"] + 2, setup.device)
     return Supervised(
         setup,
-        model(p),
+        seeded(lambda: model(p)),
         batches[:-2],
         loss=lambda logits, labels: F.cross_entropy(logits.float(), labels),
         optimizer=lambda m: torch.optim.SGD(m.parameters(), lr=p["lr"], momentum=p["momentum"], fused=True),

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from ..data import EvalTransform, ImageFolder, TrainTransform
-from ..run.training import Data, Supervised
+from ..run.training import Data, Supervised, seeded
 from .metrics import CLASSIFICATION, top1
 from .registry import Quality, Setup, Workload, register
 from .synthetic import class_images
@@ -115,7 +115,7 @@ def build(setup: Setup) -> Supervised:
     train, held_out, classes = image_data(setup)
     return Supervised(
         setup,
-        ResNet(num_classes=classes),
+        seeded(lambda: ResNet(num_classes=classes)),  # the same start in every process, whatever ran before
         train,
         loss=lambda logits, labels: F.cross_entropy(logits.float(), labels, label_smoothing=0.1),
         optimizer=lambda model: torch.optim.SGD(
