@@ -1,29 +1,35 @@
-"""The fixtures a suite file uses: `case`, `device`, `dataset` and `bench`. A user's own suite can use them the
-same way."""
+"""The fixtures a suite file uses: `case`, `gpus`, `device`, `dataset`, `bench` and `serve`. A user's own suite can
+use them the same way."""
 
 from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 
 from .config.matrix import Case
+from .config.schema import ImageRun
+from .containers.engine import EngineUnavailable
+from .containers.launch import Launch, train_in_container
+from .containers.runner import Runner
+from .containers.third_party import Reported, run_image_benchmark
 from .data import DATASETS, DatasetError, DatasetMissing, Prepared, ensure
-from .resources.devices import Unavailable, describe, place
-from .resources.peaks import peak
+from .resources.devices import Unavailable, describe, fits, place
+from .resources.leasing import Lease, LeaseTimeout
+from .resources.telemetry import MIN_SAMPLES, Telemetry
 from .results.loadgen_logs import parse_logs
 from .results.verdict import against_quality
-from .run import loadgen
-from .run.flops import Work, counted
-from .run.measure import Measurement, NonFiniteLoss, Plan, measure, synchronizer
-from .run.precision import float32_math, resolve, unsupported
-from .run.quality import QualityResult, converge
+from .run import job, loadgen
+from .run.flops import Work
+from .run.measure import Measurement
+from .run.precision import unsupported
+from .run.quality import QualityResult
 from .run.serving import Accuracy, Answerer, Trained, labels_of, logged_answers, predict_all, served, trained
 from .session import MlperfSession
-from .workloads.registry import Setup
 
 SESSION = pytest.StashKey[MlperfSession]()
 MEASUREMENT = pytest.StashKey[Measurement]()
@@ -35,6 +41,10 @@ COMPILED = pytest.StashKey[bool]()
 LOADGEN = pytest.StashKey[loadgen.LoadgenRun]()
 ACCURACY = pytest.StashKey[Accuracy]()
 PEAK = pytest.StashKey[loadgen.PeakSearch]()
+LEASE = pytest.StashKey[Lease]()
+ENVIRONMENT = pytest.StashKey[dict[str, str]]()  #: the software a containerised result ran on
+TELEMETRY = pytest.StashKey[Telemetry]()
+REPORTED = pytest.StashKey[Reported]()  #: the throughput an image's own script printed
 
 
 @pytest.fixture
@@ -46,10 +56,44 @@ def case(request: pytest.FixtureRequest) -> Case:
 
 
 @pytest.fixture
-def device(request: pytest.FixtureRequest, case: Case) -> torch.device:
-    """The device the case's system describes; skips with the reason when this host cannot run it."""
+def gpus(request: pytest.FixtureRequest, case: Case) -> Iterator[Lease]:
+    """The devices the case's system needs, leased for the test so no other test (in any worker or session on this
+    host) uses them meanwhile: the worker's own GPUs when it has enough, else any (for processes the test launches,
+    confined by `lease.env`). A CPU system gets the CPU, and so does every system on a host without NVIDIA's library,
+    which the lease's note says. Skips when the host has too few matching devices; fails after --gpu-wait."""
+    session, accelerator = request.config.stash[SESSION], case.system.spec.accelerator
+    if accelerator.kind == "cpu":
+        why = f"system {case.system.name} runs on the CPU" if session.gpus else session.gpu_source
+        request.node.stash[LEASE] = Lease((), f"the CPU: {why}")
+        yield request.node.stash[LEASE]
+        return
+    matching = [g for g in session.gpus if fits(g, accelerator)]
+    if len(matching) < accelerator.count:
+        found = ", ".join(g.label for g in session.gpus) or session.gpu_source
+        pytest.skip(
+            f"system {case.system.name} needs {accelerator.count}x {accelerator.model} "
+            f"({accelerator.memory_gb:g} GB); this host has {len(matching)}: {found}"
+        )
+    own = [g for g in session.visible if g in matching]
+    among = own if len(own) >= accelerator.count else matching
+    assert session.leaser is not None  # set at configure
     try:
-        placed = place(case.system.spec.accelerator)
+        with session.leaser.lease(accelerator.count, request.node.nodeid, session.gpu_wait, among) as lease:
+            request.node.stash[LEASE] = lease
+            yield lease
+    except LeaseTimeout as exc:
+        problem = f"{case.id}: {exc}"
+    else:
+        return
+    pytest.fail(problem, pytrace=False)
+
+
+@pytest.fixture
+def device(request: pytest.FixtureRequest, case: Case, gpus: Lease) -> torch.device:
+    """The torch device of the case's lease; skips with the reason when this host cannot run it."""
+    session = request.config.stash[SESSION]
+    try:
+        placed = place(case.system.spec.accelerator, gpus, session.visible)
     except Unavailable as exc:
         pytest.skip(f"system {case.system.name} {exc}")
     reason = unsupported(case.precision, placed)
@@ -91,59 +135,93 @@ class Bench:
     """Runs a case's workload through the one timing loop and checks it against its targets."""
 
     def __init__(
-        self, case: Case, device: torch.device, data: Prepared | None, session: MlperfSession, node: pytest.Item
+        self,
+        case: Case,
+        device: torch.device,
+        lease: Lease,
+        data: Prepared | None,
+        session: MlperfSession,
+        node: pytest.Item,
     ) -> None:
         self.case = case
         self.device = device
+        self.lease = lease
         self.data = data
         self.session = session
         self.node = node
 
-    def train(self) -> Measurement:
-        """Count one step's FLOPs, measure throughput, then keep training to the workload's quality target (checked
-        by `check`). The counted step runs before the warm-up (the counter slows it down), its loss checked too.
-        Time to quality runs, as MLPerf times it, from the first touch of the training data (building the trainer,
-        which makes or opens it) to the evaluation that reaches the target."""
-        case, s = self.case, self.case.settings
-        precision = resolve(case.precision, self.device)
-        data = self.data.root if self.data else None
-        compiled = s.compile or bool(self.node.config.getoption("mlperf_compile"))
+    def train(self) -> Measurement | Reported:
+        """Measure the case's throughput and train on to its quality target (`job.train`), here or, with the
+        container runner, inside the system's image; or, for a benchmark the system runs with the image's own script
+        (`image_run`), the throughput that script reports. The figures are checked by `check`."""
+        if self.case.settings.image_run is not None:
+            return self._image_run(self.case.settings.image_run)
+        compiled = self.case.settings.compile or bool(self.node.config.getoption("mlperf_compile"))
         self.node.stash[COMPILED] = compiled
-        setup = Setup(case.preset, s.device_batch, self.device, precision, data, compiled)
-        quality = case.workload.quality
-        with float32_math(precision):
-            start = time.perf_counter()
-            trainer = case.workload.build(setup)
-            if data is not None:
-                quality = quality.on_real_data(getattr(trainer, "epoch_steps", None))
-            plan = Plan(s.warmup, s.repeat, s.number, items_per_step=trainer.items_per_step * s.devices)
-            try:
-                loss, flops = counted(trainer.step)
-                roof = peak(self.device, precision)
-                self.node.stash[WORK] = Work(
-                    flops / trainer.items_per_step,
-                    roof.flops * s.devices if roof else None,
-                    roof.source if roof else "no peak known for this device",
-                )
-                result = measure(trainer.step, plan, synchronizer(self.device), before=[loss])
-                self.node.stash[MEASUREMENT] = result
-                reached = converge(trainer, quality, result.steps)
-                if reached.reached:
-                    reached = dataclasses.replace(reached, time_to_target=time.perf_counter() - start)
-                self.node.stash[QUALITY] = reached
-            except NonFiniteLoss as exc:
-                problem = f"{case.id}: {exc}"
-            else:
-                problem = ""
-        if problem:
-            pytest.fail(problem, pytrace=False)
+        data = self.data.root if self.data else None
+        if self.session.runs_in_container(self.case):
+            result = self._in_container(data, compiled)
+        else:
+            result = job.train(self.case, self.device, data, compiled, self.session.sampler(self.lease))
+        if result.telemetry:
+            self.node.stash[TELEMETRY] = result.telemetry
+        if result.work:
+            self.node.stash[WORK] = result.work
+        if result.quality:
+            self.node.stash[QUALITY] = result.quality
+        if result.measurement:
+            self.node.stash[MEASUREMENT] = result.measurement
+        if result.problem or result.measurement is None:
+            pytest.fail(result.problem or f"{self.case.id}: no measurement", pytrace=False)
+        return result.measurement
+
+    def _in_container(self, data: Path | None, compiled: bool) -> job.TrainResult:
+        result = train_in_container(self._runner(), self._launch(), data, compiled)
+        self.node.stash[ENVIRONMENT] = result.environment
         return result
 
-    def check(self, measurement: Measurement) -> None:
+    def _image_run(self, image_run: ImageRun) -> Reported:
+        reported = run_image_benchmark(self._runner(), self._launch(), image_run)
+        if isinstance(reported, str):
+            pytest.fail(reported, pytrace=False)
+        self.node.stash[ENVIRONMENT] = reported.environment
+        self.node.stash[REPORTED] = reported
+        self.node.stash[DATA] = "the image's own"
+        return reported
+
+    def _launch(self) -> Launch:
+        session = self.session
+        assert session.slice and session.run_dir  # set at configure
+        return Launch(self.case, self.lease, session.slice, session.run_dir / "containers" / self.case.id)
+
+    def _runner(self) -> Runner:
+        assert self.session.containers is not None  # set at configure
+        try:
+            return self.session.containers.runner()
+        except EngineUnavailable as exc:
+            problem = f"{self.case.id}: the container runner: {exc}"
+        pytest.fail(problem, pytrace=False)
+
+    def check(self, measurement: Measurement | Reported) -> None:
         """Fail on a miss of the baseline target or (with --compare) a regression against the earlier run."""
-        verdicts = self.session.judge(self.case)(measurement.summary().mean, self.case.workload.unit)
-        failed = [v.message for v in (*verdicts, against_quality(self.node.stash[QUALITY])) if v and v.failed]
-        fail_on(self.case, self.device, failed)
+        value = measurement.value if isinstance(measurement, Reported) else measurement.summary().mean
+        verdicts = self.session.judge(self.case)(value, self.case.workload.unit)
+        quality = self.node.stash.get(QUALITY, None)
+        reached = against_quality(quality) if quality else None  # an image's script reports no quality
+        failed = [v.message for v in (*verdicts, reached) if v and v.failed]
+        fail_on(self.case, self.device, failed + doubtful(self.node))
+
+
+def doubtful(node: pytest.Item) -> list[str]:
+    """With --strict-telemetry: the telemetry's flags on a phase long enough to judge (a GPU that throttled or sat
+    idle, memory above the slice), as failures."""
+    telemetry = node.stash.get(TELEMETRY, None)
+    session = node.config.stash[SESSION]
+    if not node.config.getoption("mlperf_strict_telemetry") or telemetry is None or telemetry.error:
+        return []
+    if len(telemetry.samples) < MIN_SAMPLES:
+        return []
+    return [f"telemetry: {flag}" for flag in telemetry.flags(memory_gb=session.slice_memory_gb)]
 
 
 def fail_on(case: Case, device: torch.device, failures: list[str]) -> None:
@@ -152,19 +230,24 @@ def fail_on(case: Case, device: torch.device, failures: list[str]) -> None:
 
 
 @pytest.fixture
-def bench(request: pytest.FixtureRequest, case: Case, device: torch.device, dataset: Prepared | None) -> Bench:
-    return Bench(case, device, dataset, request.config.stash[SESSION], request.node)
+def bench(
+    request: pytest.FixtureRequest, case: Case, gpus: Lease, device: torch.device, dataset: Prepared | None
+) -> Bench:
+    return Bench(case, device, gpus, dataset, request.config.stash[SESSION], request.node)
 
 
 class Serve:
     """Serves a case's trained model to LoadGen: a performance run in the case's scenario, or the accuracy pass."""
 
-    def __init__(self, case: Case, device: torch.device, logs: Path, session: MlperfSession, node: pytest.Item) -> None:
+    def __init__(
+        self, case: Case, device: torch.device, lease: Lease, logs: Path, session: MlperfSession, node: pytest.Item
+    ) -> None:
         if case.scenario is None:
             pytest.fail(f"{case.id}: the `serve` fixture needs an inference case", pytrace=False)
         self.case, self.scenario = case, case.scenario
         self.entry = case.system.spec.inference[case.benchmark]  #: the system file's inference entry
         self.device = device
+        self.lease = lease
         self.logs = logs / case.id  #: LoadGen's log folder
         self.session = session
         self.node = node
@@ -191,7 +274,9 @@ class Serve:
             if self._searching:
                 run = self._peak(predict)
             else:
-                run = loadgen.run(predict, self.library, self.scenario, self.logs)
+                with self.session.sampler(self.lease) as sampler:
+                    run = loadgen.run(predict, self.library, self.scenario, self.logs)
+                self.node.stash[TELEMETRY] = sampler.telemetry
         except loadgen.PredictError as exc:
             problem = f"{self.case.id}: {exc}"
         else:
@@ -261,8 +346,8 @@ class Serve:
 
 
 @pytest.fixture
-def serve(request: pytest.FixtureRequest, case: Case, device: torch.device) -> Serve:
+def serve(request: pytest.FixtureRequest, case: Case, gpus: Lease, device: torch.device) -> Serve:
     """A Serve whose LoadGen logs go to the run folder's loadgen/ (the controller's, under xdist too)."""
     session = request.config.stash[SESSION]
     assert session.run_dir is not None  # set at configure, on workers from the controller
-    return Serve(case, device, session.run_dir / "loadgen", session, request.node)
+    return Serve(case, device, gpus, session.run_dir / "loadgen", session, request.node)

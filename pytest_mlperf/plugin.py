@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 from .config.matrix import expand, marker_lines
-from .fixtures import SESSION, bench, case, dataset, device, serve  # noqa: F401  (fixtures)
+from .fixtures import SESSION, bench, case, dataset, device, gpus, serve  # noqa: F401  (fixtures)
 from .reporting import Reporter, attach_record
-from .session import RUN_DIR, MlperfSession
+from .session import RUN_DIR, SLOT, MlperfSession
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -63,6 +63,35 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="torch.compile every workload's models (as a system file's `compile: true` does for one benchmark)",
     )
     group.addoption(
+        "--runner",
+        dest="mlperf_runner",
+        choices=("local", "container"),
+        help="run training tests in this process, or inside the system's container image (a system without one: an "
+        "image of this host's Python); default: the system file's `runner`, else local",
+    )
+    group.addoption(
+        "--strict-telemetry",
+        dest="mlperf_strict_telemetry",
+        action="store_true",
+        help="fail a test whose measured phase ran on a throttling or mostly idle GPU, or above its memory share "
+        "(without it these are flagged in the results)",
+    )
+    group.addoption(
+        "--nvml-replay",
+        dest="mlperf_nvml_replay",
+        metavar="PATH",
+        help="answer NVML calls from a replay file (fixtures/nvml/*.json) instead of the driver: a simulated GPU "
+        "inventory for testing leasing and telemetry on a machine without those GPUs",
+    )
+    group.addoption(
+        "--gpu-wait",
+        dest="mlperf_gpu_wait",
+        type=float,
+        default=3600.0,
+        metavar="SECONDS",
+        help="how long a test waits for busy GPUs (held by other workers or sessions) before failing (default 3600)",
+    )
+    group.addoption(
         "--mlperf-reports",
         dest="mlperf_reports",
         metavar="DIR",
@@ -71,6 +100,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("mlperf_systems", "directories of system files (default: systems/ under the rootdir)", type="paths")
     parser.addini("mlperf_reports", "directory for run folders, relative to the rootdir", default="reports")
     parser.addini("mlperf_data_dir", "directory of real datasets (as --data-dir), relative to the rootdir")
+    parser.addini("mlperf_gpu_locks", "host-wide folder of GPU lease locks (default: pytest-mlperf-gpu-locks in /tmp)")
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-html's, which reads --html
@@ -89,7 +119,15 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_configure_node(node: Any) -> None:
     """pytest-xdist, on the controller: hand each worker the run folder, so what its tests write beside the results
     (LoadGen logs) lands there, not in a temporary folder."""
-    node.workerinput[RUN_DIR] = str(node.config.stash[SESSION].run_dir)
+    session = node.config.stash[SESSION]
+    node.workerinput[RUN_DIR] = str(session.run_dir)
+    node.workerinput[SLOT] = session.take_slot(node.gateway.id, node.workerinput["workercount"])
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """A worker that ended (or crashed) gives its slot back for the one that replaces it."""
+    node.config.stash[SESSION].slots.pop(node.gateway.id, None)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -122,3 +160,12 @@ def pytest_runtest_makereport(
     report = yield
     attach_record(item, call, report)
     return report
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Remove any container this process's tests left behind (a runner removes its own; this covers Ctrl-C between
+    create and remove, and engines that keep failed starts)."""
+    mlperf = session.config.stash.get(SESSION, None)
+    if mlperf is not None and mlperf.containers is not None:
+        mlperf.containers.close()

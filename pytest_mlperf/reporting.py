@@ -8,7 +8,23 @@ from pathlib import Path
 import pytest
 
 from .config.matrix import Case
-from .fixtures import ACCURACY, COMPILED, DATA, DEVICE, LOADGEN, MEASUREMENT, PEAK, QUALITY, SESSION, WORK
+from .containers.launch import LOG as CONTAINER_LOG
+from .fixtures import (
+    ACCURACY,
+    COMPILED,
+    DATA,
+    DEVICE,
+    ENVIRONMENT,
+    LEASE,
+    LOADGEN,
+    MEASUREMENT,
+    PEAK,
+    QUALITY,
+    REPORTED,
+    SESSION,
+    TELEMETRY,
+    WORK,
+)
 from .resources import sysinfo
 from .results import html as html_report
 from .results.loadgen_logs import DETAIL, SUMMARY
@@ -94,6 +110,7 @@ def attach_record(item: pytest.Item, call: pytest.CallInfo[None], report: pytest
         session.judge(case),
         item.stash.get(LOADGEN, None),
         item.stash.get(ACCURACY, None),
+        item.stash[REPORTED].value if REPORTED in item.stash else None,
     )
     record.test = item.nodeid
     record.data = item.stash.get(DATA, "")
@@ -105,6 +122,20 @@ def attach_record(item: pytest.Item, call: pytest.CallInfo[None], report: pytest
     record.message = _message(report)
     record.duration = report.duration
     record.worker = getattr(item.config, "workerinput", {}).get("workerid", "")
+    if LEASE in item.stash:
+        lease = item.stash[LEASE]
+        record.gpus, record.lease_wait_s = lease.describe(), round(lease.waited_s, 3)
+    if TELEMETRY in item.stash:
+        telemetry = item.stash[TELEMETRY]
+        summary = telemetry.summary()
+        for name in TELEMETRY_COLUMNS:
+            setattr(record, name, round(summary[name], 3) if name in summary else None)
+        record.telemetry_flags = "; ".join(telemetry.flags(memory_gb=session.slice_memory_gb))
+        record.telemetry = telemetry.to_dict()
+    if ENVIRONMENT in item.stash:
+        record.runner, record.environment = "container", item.stash[ENVIRONMENT]
+    if session.slice:
+        record.cpus, record.memory_share_gb = session.slice.cpuset, round(session.slice.memory_gb, 2)
     report.user_properties.append((PROPERTY, record.to_dict()))
     if call.when == "call" and item.config.pluginmanager.hasplugin("html"):
         from pytest_html import extras
@@ -114,10 +145,22 @@ def attach_record(item: pytest.Item, call: pytest.CallInfo[None], report: pytest
             for name in LOADGEN_LOGS
             if record.loadgen_dir
         ]
+        if record.runner == "container" and session.run_dir:
+            log = session.run_dir / "containers" / case.id / CONTAINER_LOG
+            links.append(extras.url(html_report.log_link(log, session.store), name="container log"))
         report.extras = [*getattr(report, "extras", []), extras.html(html_report.figures(record)), *links]
 
 
 LOADGEN_LOGS = (SUMMARY, DETAIL)
+#: the telemetry summary's values that become the Record's flat columns
+TELEMETRY_COLUMNS = (
+    "gpu_util_mean",
+    "gpu_power_w_mean",
+    "gpu_temp_c_max",
+    "gpu_sm_clock_mhz_mean",
+    "cpu_util_mean",
+    "rss_gb_max",
+)
 
 
 def _outcome(report: pytest.TestReport) -> str:

@@ -20,13 +20,17 @@ import torch
 from .config.matrix import Case
 from .config.schema import System, SystemFileError
 from .config.systems import AUTO, SystemSelectionError, select
-from .resources import sysinfo
-from .resources.devices import share_cpu_threads
+from .containers.launch import Containers
+from .resources import slices, sysinfo
+from .resources.leasing import Lease, Leaser, default_lock_dir, home_devices
+from .resources.nvml import Gpu, Nvml, inventory
+from .resources.telemetry import Sampler
 from .results.store import RunStore, load_results, new_run_id
 from .results.verdict import Judge
 
 Key = tuple[str, str, str, int, int, str, str]
 RUN_DIR = "mlperf_run_dir"  #: the key of xdist's workerinput that carries the run folder to the workers
+SLOT = "mlperf_slot"  #: the key of xdist's workerinput that carries the worker's slot (its share of the devices)
 
 
 @dataclass
@@ -42,6 +46,16 @@ class MlperfSession:
     args: list[str] = field(default_factory=list)  #: the command line, for the record
     system_info: dict[str, str] = field(default_factory=dict)  #: what the run ran on; on the controller only
     started: float = field(default_factory=time.time)
+    nvml: Nvml | None = None  #: open for the session's telemetry; None without NVIDIA's library
+    gpus: list[Gpu] = field(default_factory=list)  #: the host's leasable devices (CUDA_VISIBLE_DEVICES applied)
+    gpu_source: str = ""  #: where `gpus` come from (NVML, a replay file), or why there are none
+    visible: list[Gpu] = field(default_factory=list)  #: the devices this process sees: its worker's own, or all
+    leaser: Leaser | None = None
+    gpu_wait: float = 3600.0  #: seconds a test waits for busy GPUs
+    slice: slices.Slice | None = None  #: this process's share of the CPUs and memory
+    slots: dict[str, int] = field(default_factory=dict)  #: on the controller: each live worker's slot
+    runner: str | None = None  #: --runner: local or container for every system; None: each system file's choice
+    containers: Containers | None = None  #: the container engine, connected when a test first needs it
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> MlperfSession:
@@ -54,22 +68,64 @@ class MlperfSession:
         compare = config.getoption("mlperf_compare")
         if compare:
             session.earlier, session.earlier_source = _earlier(Path(compare)), compare
+        session._resources(config)
+        session.runner = config.getoption("mlperf_runner")
         if hasattr(config, "workerinput"):
-            share_cpu_threads(int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
             session.run_dir = Path(config.workerinput[RUN_DIR])
+            session.containers = Containers(f"{session.run_dir.name}-{config.workerinput['workerid']}")
         else:
             root = Path(config.getoption("mlperf_reports") or config.getini("mlperf_reports"))
             root = root if root.is_absolute() else config.rootpath / root
             session.store = RunStore(root, new_run_id(root))
             session.run_dir = session.store.dir
-            session.system_info = sysinfo.collect()
+            replay = config.getoption("mlperf_nvml_replay")
+            session.system_info = sysinfo.collect(Path(replay) if replay else None)
+            session.containers = Containers(session.store.run_id)
         return session
+
+    def _resources(self, config: pytest.Config) -> None:
+        """The devices and the CPU/memory slice of this process: an xdist worker gets its share of each from its
+        index (not from xdist groups, which pytest 9.2's xdist ignores) and sees only its own GPUs."""
+        replay = config.getoption("mlperf_nvml_replay")
+        self.nvml, self.gpus, self.gpu_source = inventory(Path(replay) if replay else None)
+        workerinput = getattr(config, "workerinput", None)
+        worker, workers = (workerinput[SLOT], workerinput["workercount"]) if workerinput else (0, 1)
+        self.visible = home_devices(self.gpus, worker, workers) if workerinput else self.gpus
+        if self.visible and not replay and not torch.cuda.is_initialized():
+            os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")  # NVML's order, which `visible` is in
+            os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(g.uuid for g in self.visible)
+        lock_dir = config.getini("mlperf_gpu_locks")
+        holder = f"{workerinput['workerid'] if workerinput else 'pytest'} pid {os.getpid()} on {socket.gethostname()}"
+        self.gpu_wait = config.getoption("mlperf_gpu_wait")
+        self.leaser = Leaser(self.gpus, Path(lock_dir) if lock_dir else default_lock_dir(), holder)
+        self.slice = slices.cut(worker, workers)
+        if workerinput:
+            slices.apply(self.slice)
+
+    def take_slot(self, worker: str, workers: int) -> int:
+        """The controller's choice of a new worker's slot: the lowest one no live worker has, so a worker that
+        replaces a crashed one takes over its devices and cores."""
+        free = sorted(set(range(workers)) - set(self.slots.values()))
+        self.slots[worker] = free[0] if free else len(self.slots) % workers
+        return self.slots[worker]
 
     def require_systems(self) -> list[System]:
         """The selected systems; a collection error (no traceback) when there are none."""
         if self.systems is None:
             pytest.fail(f"pytest-mlperf: {self.problem}", pytrace=False)
         return self.systems
+
+    def sampler(self, lease: Lease) -> Sampler:
+        """A telemetry sampler of a test's leased GPUs and this process's CPU slice."""
+        return Sampler(self.nvml, lease.devices, cpus=self.slice.cpus if self.slice else None)
+
+    @property
+    def slice_memory_gb(self) -> float | None:
+        """The memory share telemetry checks the process against: only when the host is shared by workers."""
+        return self.slice.memory_gb if self.slice and self.slice.workers > 1 else None
+
+    def runs_in_container(self, case: Case) -> bool:
+        return (self.runner or case.system.spec.runner) == "container"
 
     def judge(self, case: Case) -> Judge:
         """What the case's figure is judged against: its baseline and, with --compare, the earlier run's figure."""

@@ -54,6 +54,12 @@ def test_resnet50_cpu_suite_writes_consistent_results(pytester: pytest.Pytester,
     assert data["run"]["systems"] == ["cpu"] and data["run"]["exitstatus"] == result.ret
     page = (latest / "report.html").read_text()
     assert "resnet50-fp32-cpu" in page and "pytest-mlperf results" in page
+    # resources: the lease (the CPU, and why), the slice, the telemetry of the measured phase, the system information
+    assert record["gpus"].startswith("the CPU: ") and record["cpus"] and record["memory_share_gb"] > 0
+    samples = record["telemetry"]["samples"]
+    assert samples and all(0 <= s["cpu_util"] <= 100 and s["rss_gb"] > 0 for s in samples)
+    assert record["cpu_util_mean"] is not None and record["rss_gb_max"] > 0
+    assert data["run"]["system_info"]["cpu_cores"] and "CPU governor" in page and "cpu_util_mean" in page
 
 
 def test_resnet50_cpu_suite_under_xdist_writes_one_table(pytester: pytest.Pytester, tmp_path: Path) -> None:

@@ -64,14 +64,14 @@ def test_gpu_system_and_unsupported_precision_skip_with_reasons(project) -> None
     result.assert_outcomes(passed=1, skipped=3)
     result.stdout.fnmatch_lines_random(
         [
-            "SKIPPED*system gpu needs 1x NVIDIA TITAN RTX (CUDA); this host has no CUDA GPU",
+            "SKIPPED*system gpu needs 1x NVIDIA TITAN RTX (8 GB); this host has 0: no NVIDIA library*",
             "SKIPPED*tf32 needs a CUDA GPU (tensor cores); the CPU has no tf32 training kernels",
             "SKIPPED*fp16 needs a CUDA GPU (tensor cores); the CPU has no fp16 training kernels",
         ]
     )
     rows = {r["id"]: r for r in project.results()}
     assert rows["toy-fp32-gpu"]["outcome"] == "skipped"
-    assert "no CUDA GPU" in rows["toy-fp32-gpu"]["message"]
+    assert "no NVIDIA library" in rows["toy-fp32-gpu"]["message"]
     assert rows["toy-tf32-cpu"]["mean"] is None
 
 

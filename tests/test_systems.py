@@ -104,6 +104,18 @@ BAD_FILES = {
         "*benchmarks.toy.precisions.fp32.batch_size: a global batch of 12 does not divide over 8 devices*",
     ),
     "name differs from file": (system(name="other"), "*toy.yaml: name: 'other' differs from the file name 'toy'*"),
+    "image run without an image": (
+        system(image_run={"command": ["run.sh"], "log_format": "nvidia-gnmt"}),
+        "*toy.yaml: *benchmarks.toy.image_run: needs the system's `container: {image: ...}`*",
+    ),
+    "image run placeholder": (
+        {**system(image_run={"command": ["--bs={batch}"], "log_format": "nvidia-gnmt"}), "container": {"image": "x"}},
+        "*benchmarks.toy.image_run*command: '--bs={batch}': unknown placeholder 'batch'; known: batch_size, *",
+    ),
+    "shm with host ipc": (
+        {**system(), "container": {"image": "x", "shm_size": "1g"}},
+        "*container*shm_size: the host's IPC namespace (ipc_mode: host) has the host's /dev/shm; set one*",
+    ),
 }
 
 

@@ -69,6 +69,28 @@ class PrecisionSpec(_Spec):
     baseline: Baseline | None = None
 
 
+class ImageRun(_Spec):
+    """Run the container image's own benchmark script instead of our workload (as Lambda runs NVIDIA's examples), and
+    read the throughput from its log."""
+
+    #: argv (never a shell string); {batch_size} (per device), {global_batch}, {devices} and {precision} are filled in
+    command: list[Text] = Field(min_length=1)
+    log_format: Literal["nvidia-resnet50", "nvidia-ssd", "nvidia-ssd-v1", "nvidia-gnmt"]  #: containers.logs.PARSERS
+    workdir: Text | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    mounts: dict[str, Text] = Field(default_factory=dict)  #: host path -> path in the container (read-only)
+
+    @model_validator(mode="after")
+    def _placeholders(self) -> ImageRun:
+        known = {"batch_size": "", "global_batch": "", "devices": "", "precision": ""}
+        for part in self.command:
+            try:
+                part.format_map(known)
+            except (KeyError, ValueError, IndexError) as exc:
+                raise ValueError(f"command: {part!r}: unknown placeholder {exc}; known: {', '.join(known)}") from None
+        return self
+
+
 class BenchmarkSpec(_Spec):
     preset: Text = "real"  #: the workload's size preset: "real" (published) or "cpu" (tiny)
     batch_per: BatchPer = "device"  #: whether batch_size is per device or for the whole system
@@ -80,6 +102,8 @@ class BenchmarkSpec(_Spec):
     compile: bool = False
     #: values for the preset's own keys on this system, e.g. a local file of pretrained weights
     options: dict[str, Any] = Field(default_factory=dict)
+    #: run the system image's own script for this benchmark instead of our workload (needs `container`)
+    image_run: ImageRun | None = None
 
 
 class _ScenarioSpec(_Spec):
@@ -178,7 +202,23 @@ class Host(_Spec):
 
 
 class Container(_Spec):
-    image: Text
+    """The image a system's tests run in with the container runner, and the settings NGC's images ask for."""
+
+    image: Text  #: e.g. "nvidia/pytorch:22.10-py3", or "host": a local image that runs this host's Python
+    #: PyTorch's DataLoader workers share batches through /dev/shm: NGC asks for the host's IPC namespace, or a
+    #: larger /dev/shm (e.g. "1g") with ipc_mode null; engines refuse both at once
+    ipc_mode: Text | None = "host"
+    shm_size: Text | None = None
+    #: NGC's recommended --ulimit memlock=-1 --ulimit stack=67108864 (soft = hard)
+    ulimits: dict[str, int] = Field(default_factory=lambda: {"memlock": -1, "stack": 67108864})
+    env: dict[str, str] = Field(default_factory=dict)
+    timeout_s: PositiveFloat = 7200.0  #: a run still going after this is killed and fails
+
+    @model_validator(mode="after")
+    def _one_shm(self) -> Container:
+        if self.shm_size is not None and self.ipc_mode == "host":
+            raise ValueError("shm_size: the host's IPC namespace (ipc_mode: host) has the host's /dev/shm; set one")
+        return self
 
 
 class SystemSpec(_Spec):
@@ -187,8 +227,17 @@ class SystemSpec(_Spec):
     accelerator: Accelerator
     host: Host = Host()
     container: Container | None = None
+    #: where training tests run: in this process, or inside `container.image` (--runner overrides)
+    runner: Literal["local", "container"] = "local"
     benchmarks: dict[str, BenchmarkSpec] = Field(min_length=1)
     inference: dict[str, InferenceSpec] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _image_runs_have_an_image(self) -> SystemSpec:
+        for bench_name, bench in self.benchmarks.items():
+            if bench.image_run is not None and self.container is None:
+                raise ValueError(f"benchmarks.{bench_name}.image_run: needs the system's `container: {{image: ...}}`")
+        return self
 
     @model_validator(mode="after")
     def _global_batches_divide(self) -> SystemSpec:
@@ -217,6 +266,7 @@ class RunSettings:
     baseline: Baseline | MetricBaseline | None
     options: Mapping[str, Any] = field(default_factory=dict)
     compile: bool = False
+    image_run: ImageRun | None = None  #: the image's own script instead of our workload
 
     @property
     def global_batch(self) -> int:
@@ -250,6 +300,7 @@ class System:
             baseline=entry.baseline,
             options=bench.options,
             compile=bench.compile,
+            image_run=bench.image_run,
         )
 
     def inference_settings(self, benchmark: str, scenario: str | None, precision: str) -> RunSettings:

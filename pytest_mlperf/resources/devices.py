@@ -1,53 +1,43 @@
-"""Which device a test runs on, and why it cannot run here when it cannot.
-
-This is the single-device placement the spine needs; leasing GPUs across xdist workers builds on it.
-"""
+"""Which torch device a test runs on, given what it leased, and why it cannot run here when it cannot."""
 
 from __future__ import annotations
 
-import os
+from collections.abc import Sequence
 
 import torch
 
 from ..config.schema import Accelerator
+from .leasing import Lease
+from .nvml import Gpu
 
 
 class Unavailable(Exception):
     """The host lacks what the system describes; the test is skipped with this reason."""
 
 
-def place(accelerator: Accelerator) -> torch.device:
-    """The device a system's test runs on, or Unavailable saying what is missing."""
-    if accelerator.kind == "cpu":
+def fits(gpu: Gpu, accelerator: Accelerator) -> bool:
+    """Whether a device is the system's model (either name containing the other, as drivers add or drop a vendor
+    prefix), a MIG instance exactly when the model names a MIG profile, with at least 90% of its memory."""
+    a, b = gpu.name.casefold(), accelerator.model.casefold()
+    mig = " mig " in f" {b} "
+    return (a in b or b in a) and (gpu.mig is not None) == mig and gpu.memory_gb >= 0.9 * accelerator.memory_gb
+
+
+def place(accelerator: Accelerator, lease: Lease, visible: Sequence[Gpu]) -> torch.device:
+    """The torch device of a lease, in this process: the CPU, or the leased GPU's position among the devices this
+    process sees (CUDA_VISIBLE_DEVICES was set from `visible` before CUDA started)."""
+    if not lease.devices:
         return torch.device("cpu")
-    if not torch.cuda.is_available():
-        return _missing(f"needs {accelerator.count}x {accelerator.model} (CUDA); this host has no CUDA GPU")
-    found = torch.cuda.device_count()
-    if found < accelerator.count:
-        return _missing(f"needs {accelerator.count}x {accelerator.model}; this host has {found} CUDA device(s)")
     if accelerator.count > 1:
-        return _missing(
+        raise Unavailable(
             f"needs {accelerator.count} devices in one run; multi-device launch (torchrun) is not available yet"
         )
-    name = torch.cuda.get_device_name(0)
-    if accelerator.model.casefold() not in name.casefold() and name.casefold() not in accelerator.model.casefold():
-        return _missing(f"describes {accelerator.model}; this host's cuda:0 is {name}")
-    return torch.device("cuda", 0)
+    if not torch.cuda.is_available():
+        raise Unavailable(f"leased {lease.describe()}, but this torch build has no CUDA")
+    return torch.device("cuda", list(visible).index(lease.devices[0]))
 
 
 def describe(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"cpu ({torch.get_num_threads()} threads)"
-
-
-def share_cpu_threads(workers: int) -> int:
-    """Give each of `workers` parallel test processes its share of the cores instead of all of them each."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    threads = max(1, cores // max(1, workers))
-    torch.set_num_threads(threads)
-    return threads
-
-
-def _missing(reason: str) -> torch.device:
-    raise Unavailable(reason)

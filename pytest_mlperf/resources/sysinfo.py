@@ -8,6 +8,7 @@ Every value is a string, and a missing piece of the stack says why it is missing
 
 from __future__ import annotations
 
+import itertools
 import os
 import platform
 import re
@@ -15,15 +16,22 @@ from pathlib import Path
 
 import torch
 
+from .nvml import open_nvml
+
 #: Linux files read for host settings (module-level so tests can point them at files of their own)
 CPUINFO = Path("/proc/cpuinfo")
 MEMINFO = Path("/proc/meminfo")
 HUGEPAGES = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 GOVERNOR = Path("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")
+#: what container engines leave inside a container: podman's names the image and its id, Docker's is empty
+CONTAINERENV = Path("/run/.containerenv")
+DOCKERENV = Path("/.dockerenv")
 
 #: labels for pytest-html's environment table, in the order shown
 LABELS = {
     "gpus": "GPUs",
+    "gpu_devices": "GPU devices",
+    "gpu_topology": "GPU topology",
     "driver": "NVIDIA driver",
     "cuda": "CUDA (torch build)",
     "cudnn": "cuDNN",
@@ -36,14 +44,15 @@ LABELS = {
     "kernel": "Kernel",
     "transparent_hugepages": "Transparent huge pages",
     "cpu_governor": "CPU governor",
+    "container": "Container (of this session)",
 }
 
 
-def collect() -> dict[str, str]:
-    """The session's system information, keyed as `LABELS`."""
+def collect(replay: Path | None = None) -> dict[str, str]:
+    """The session's system information, keyed as `LABELS` (the GPUs from `replay`, an NVML replay file, if given)."""
     cuda = torch.cuda.is_available()
     info = {
-        **_gpus(),
+        **_gpus(replay),
         "cuda": torch.version.cuda or "none (CPU build of torch)",
         "cudnn": str(torch.backends.cudnn.version()) if torch.backends.cudnn.is_available() else "none",
         "nccl": ".".join(map(str, torch.cuda.nccl.version())) if cuda else "none (no CUDA device)",
@@ -55,6 +64,7 @@ def collect() -> dict[str, str]:
         "kernel": f"{platform.system()} {platform.release()}",
         "transparent_hugepages": selected(_read(HUGEPAGES)),
         "cpu_governor": _read(GOVERNOR),
+        "container": _container(),
     }
     return {key: info[key] for key in LABELS}
 
@@ -77,27 +87,44 @@ def _cpu_model() -> str:
     return match.group(1).strip() if match else platform.processor() or platform.machine()
 
 
-def _memory_gb() -> str:
+def memory_gb() -> float | None:
+    """The host's memory in GiB, None where /proc/meminfo does not say."""
     match = re.search(r"^MemTotal:\s*(\d+) kB", _read(MEMINFO), re.MULTILINE)
-    return f"{int(match.group(1)) / 2**20:.1f}" if match else "unknown"
+    return int(match.group(1)) / 2**20 if match else None
 
 
-def _gpus() -> dict[str, str]:
-    """GPU models (e.g. "8x NVIDIA A100-SXM4-80GB") and the driver version, from NVML."""
+def _memory_gb() -> str:
+    total = memory_gb()
+    return f"{total:.1f}" if total is not None else "unknown"
+
+
+def _gpus(replay: Path | None) -> dict[str, str]:
+    """GPU models (e.g. "8x NVIDIA A100-SXM4-80GB"), each device with its UUID, how each pair connects, and the
+    driver version, from NVML (or its replay)."""
+    nvml = open_nvml(replay)
+    if isinstance(nvml, str):
+        return {"gpus": f"none ({nvml})", "gpu_devices": "none", "gpu_topology": "none", "driver": "none"}
     try:
-        import pynvml
-    except ImportError:
-        return {"gpus": "unknown (nvidia-ml-py is not installed)", "driver": "unknown"}
-    try:
-        pynvml.nvmlInit()
-    except pynvml.NVMLError as exc:
-        return {"gpus": f"none (NVML: {exc})", "driver": "none"}
-    try:
-        names = [
-            pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(i)) for i in range(pynvml.nvmlDeviceGetCount())
-        ]
-        driver = pynvml.nvmlSystemGetDriverVersion()
+        found, driver = nvml.gpus(), nvml.driver()
+        boards = list({g.index: g for g in found}.values())
+        pairs = [f"GPU {a.index}-{b.index}: {nvml.topology(a, b)}" for a, b in itertools.combinations(boards, 2)]
     finally:
-        pynvml.nvmlShutdown()
+        nvml.close()
+    names = [g.name for g in found]
     counts = {name: names.count(name) for name in names}
-    return {"gpus": ", ".join(f"{n}x {name}" for name, n in counts.items()) or "none", "driver": driver}
+    return {
+        "gpus": ", ".join(f"{n}x {name}" for name, n in counts.items()) or "none",
+        "gpu_devices": "; ".join(g.label for g in found) or "none",
+        "gpu_topology": "; ".join(pairs) or "n/a",
+        "driver": driver,
+    }
+
+
+def _container() -> str:
+    """The image (and its id) this session itself runs in, when an engine says; "none" on the host. Tests run in a
+    container by --runner=container carry their own image, id and digest in their rows."""
+    if CONTAINERENV.is_file():
+        fields = dict(re.findall(r'^(\w+)="?([^"\n]*)"?$', _read(CONTAINERENV), re.MULTILINE))
+        image = fields.get("image") or "unknown image"
+        return f"{image} ({fields['imageid']})" if fields.get("imageid") else image
+    return "Docker (image not visible inside)" if DOCKERENV.exists() else "none (on the host)"

@@ -89,11 +89,26 @@ class Record:
     peak_source: str = ""
     duration: float | None = None  #: the whole test call, setup of the model included
     threads: int = 0
+    gpus: str = ""  #: the devices the test leased (model and UUID each), or why it ran on the CPU
+    lease_wait_s: float | None = None  #: how long the test waited for busy devices
+    cpus: str = ""  #: the worker's cores (a cpuset list, e.g. "0-3")
+    memory_share_gb: float | None = None  #: the worker's share of the host's memory
     torch: str = str(torch.__version__)
     python: str = platform.python_version()
     host: str = socket.gethostname()
     worker: str = ""
     finished: str = ""
+    runner: str = "local"  #: where it ran: in the test's process, or in a container
+    gpu_util_mean: float | None = None  #: telemetry of the measured phase (mean or max over its samples)
+    gpu_power_w_mean: float | None = None
+    gpu_temp_c_max: float | None = None
+    gpu_sm_clock_mhz_mean: float | None = None
+    cpu_util_mean: float | None = None  #: % of the worker's CPU slice
+    rss_gb_max: float | None = None  #: the test process's memory (with its children)
+    telemetry_flags: str = ""  #: why the phase's figure is doubtful (a throttling or idle GPU...), "; "-separated
+    telemetry: dict[str, Any] = field(default_factory=dict)  #: the samples, for plots
+    #: the system information that differs from the session's (a container's image, digest and software)
+    environment: dict[str, str] = field(default_factory=dict)
     peak_trials: list[dict[str, Any]] = field(default_factory=list)  #: --find-peak-qps: every Server run tried
     block_ns: list[int] = field(default_factory=list)
     rates: list[float] = field(default_factory=list)  #: items/s of each block
@@ -112,7 +127,7 @@ class Record:
         return cls(**data)
 
 
-LISTS = ("peak_trials", "block_ns", "rates", "losses")
+LISTS = ("environment", "telemetry", "peak_trials", "block_ns", "rates", "losses")
 #: columns of the flat tables (lists stay in JSON only)
 COLUMNS = [f.name for f in dataclasses.fields(Record) if f.name not in LISTS]
 
@@ -126,9 +141,11 @@ def build(
     judge: Judge,
     loadgen: LoadgenRun | None = None,
     accuracy: Accuracy | None = None,
+    reported: float | None = None,
 ) -> Record:
     """A Record of the case and, when it ran, its measurement judged against the baseline and earlier run, or its
-    LoadGen run (the official metric as `mean` and `unit`) and accuracy."""
+    LoadGen run (the official metric as `mean` and `unit`) and accuracy, or the one figure an image's own script
+    `reported`."""
     s = case.settings
     record = Record(
         test="",
@@ -175,6 +192,9 @@ def build(
             _judge(record, judge, record.mean, bool(record.lower_is_better))
     if accuracy is not None:
         record.accuracy_reference, record.accuracy_ratio = accuracy.reference, accuracy.ratio
+    if reported is not None:
+        record.mean, record.count = reported, 1
+        _judge(record, judge, reported, False)
     if measurement is None:
         return record
     summary = measurement.summary()

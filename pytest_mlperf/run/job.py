@@ -1,0 +1,151 @@
+"""One training case run start to finish, as plain data in and out: what a local test runs in its own process, and
+what a container runs through this module's entry point (`python -m pytest_mlperf.run.job JOB.json OUT.json`),
+writing the same result as JSON for the runner to read. One code path, so a number measured in a container means
+exactly what the same number measured locally means.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config.matrix import Case
+from ..resources.nvml import inventory
+from ..resources.peaks import peak
+from ..resources.telemetry import Sampler, Telemetry
+from ..workloads.registry import Setup
+from .flops import Work, counted
+from .measure import Measurement, NonFiniteLoss, Plan, measure, synchronizer
+from .precision import float32_math, resolve
+from .quality import QualityResult, converge
+
+
+@dataclass
+class TrainResult:
+    """What a training case produced; `problem` says why it stopped early (a non-finite loss, with its step)."""
+
+    measurement: Measurement | None = None
+    quality: QualityResult | None = None
+    work: Work | None = None
+    problem: str = ""
+    environment: dict[str, str] = field(default_factory=dict)  #: the software it ran on, where that may differ
+    telemetry: Telemetry | None = None  #: what the hardware did during the measured blocks
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainResult:
+        m, q, w, t = data.get("measurement"), data.get("quality"), data.get("work"), data.get("telemetry")
+        return cls(
+            measurement=Measurement(Plan(**m["plan"]), m["block_ns"], m["losses"]) if m else None,
+            quality=QualityResult(**q) if q else None,
+            work=Work(**w) if w else None,
+            problem=data.get("problem", ""),
+            environment=data.get("environment", {}),
+            telemetry=Telemetry.from_dict(t) if t else None,
+        )
+
+
+def train(
+    case: Case,
+    device: torch.device,
+    data: Path | None,
+    compiled: bool,
+    sampler: Sampler | None = None,
+) -> TrainResult:
+    """Count one step's FLOPs, measure throughput (while `sampler` samples the hardware), then keep
+    training to the workload's quality target. The counted step runs before the warm-up (the counter slows it down),
+    its loss checked too. Time to quality runs, as MLPerf times it, from the first touch of the training data
+    (building the trainer, which makes or opens it) to the evaluation that reaches the target."""
+    s = case.settings
+    precision = resolve(case.precision, device)
+    setup = Setup(case.preset, s.device_batch, device, precision, data, compiled)
+    quality = case.workload.quality
+    result = TrainResult(environment=environment(device))
+    with float32_math(precision):
+        start = time.perf_counter()
+        trainer = case.workload.build(setup)
+        if data is not None:
+            quality = quality.on_real_data(getattr(trainer, "epoch_steps", None))
+        plan = Plan(s.warmup, s.repeat, s.number, items_per_step=trainer.items_per_step * s.devices)
+        try:
+            loss, flops = counted(trainer.step)
+            roof = peak(device, precision)
+            result.work = Work(
+                flops / trainer.items_per_step,
+                roof.flops * s.devices if roof else None,
+                roof.source if roof else "no peak known for this device",
+            )
+            with sampler or contextlib.nullcontext():
+                result.measurement = measure(trainer.step, plan, synchronizer(device), before=[loss])
+            result.telemetry = sampler.telemetry if sampler else None
+            reached = converge(trainer, quality, result.measurement.steps)
+            if reached.reached:
+                reached = dataclasses.replace(reached, time_to_target=time.perf_counter() - start)
+            result.quality = reached
+        except NonFiniteLoss as exc:
+            result.problem = f"{case.id}: {exc}"
+    return result
+
+
+def environment(device: torch.device) -> dict[str, str]:
+    """The software a result was measured with, in the keys of the session's system information."""
+    cuda = device.type == "cuda"
+    return {
+        "torch": str(torch.__version__),
+        "python": platform.python_version(),
+        "cuda": torch.version.cuda or "none (CPU build of torch)",
+        "gpus": torch.cuda.get_device_name(device) if cuda else "none",
+    }
+
+
+@dataclass(frozen=True)
+class Job:
+    """A training case as a container receives it: the system file (mounted inside) names everything else."""
+
+    system_file: str
+    benchmark: str
+    precision: str
+    device: str  #: "cpu" or "cuda"
+    data: str | None = None
+    compiled: bool = False
+    threads: int = 0  #: torch threads (the CPU slice), 0: torch's default
+
+    def case(self) -> Case:
+        from ..config.schema import load_system
+        from ..workloads import known
+
+        system = load_system(Path(self.system_file))
+        workload = known()[self.benchmark]
+        return Case("training", workload, self.precision, system, system.settings(self.benchmark, self.precision))
+
+
+def main(argv: list[str]) -> int:
+    """The container's entry point: run JOB.json, write OUT.json (also when the run stopped on a problem)."""
+    if len(argv) != 2:
+        print("usage: python -m pytest_mlperf.run.job JOB.json OUT.json", file=sys.stderr)
+        return 2
+    job = Job(**json.loads(Path(argv[0]).read_text(encoding="utf-8")))
+    if job.threads:
+        torch.set_num_threads(job.threads)
+    device = torch.device("cuda", 0) if job.device == "cuda" else torch.device("cpu")
+    nvml, gpus, _ = inventory(None)
+    sampler = Sampler(nvml, gpus[:1] if job.device == "cuda" else [])
+    result = train(job.case(), device, Path(job.data) if job.data else None, job.compiled, sampler)
+    Path(argv[1]).write_text(json.dumps(result.to_dict()), encoding="utf-8")
+    print(f"pytest-mlperf job: {job.benchmark} {job.precision} done: {result.problem or 'ok'}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
