@@ -18,6 +18,8 @@ from .containers.launch import Launch, train_in_container
 from .containers.runner import Runner
 from .containers.third_party import Reported, run_image_benchmark
 from .data import DATASETS, DatasetError, DatasetMissing, Prepared, ensure
+from .launch.slurm_ranks import train_with_slurm
+from .launch.torchrun import train_with_torchrun
 from .resources.devices import Unavailable, describe, fits, place
 from .resources.leasing import Lease, LeaseTimeout
 from .resources.telemetry import MIN_SAMPLES, Telemetry
@@ -45,6 +47,8 @@ LEASE = pytest.StashKey[Lease]()
 ENVIRONMENT = pytest.StashKey[dict[str, str]]()  #: the software a containerised result ran on
 TELEMETRY = pytest.StashKey[Telemetry]()
 REPORTED = pytest.StashKey[Reported]()  #: the throughput an image's own script printed
+RUNNER = pytest.StashKey[str]()  #: "container" for a test run inside an image
+RANK_MEANS = pytest.StashKey[list[float]]()  #: several devices: the system's items/s as each rank timed it
 
 
 @pytest.fixture
@@ -159,7 +163,14 @@ class Bench:
         compiled = self.case.settings.compile or bool(self.node.config.getoption("mlperf_compile"))
         self.node.stash[COMPILED] = compiled
         data = self.data.root if self.data else None
-        if self.session.runs_in_container(self.case):
+        if self.case.launcher:
+            assert self.session.slice and self.session.run_dir  # set at configure
+            out = self.session.run_dir / "ranks" / self.case.id
+            launch = train_with_torchrun if self.case.launcher == "torchrun" else train_with_slurm
+            result, ranks = launch(self.case, self.lease, self.session.slice, out, data, compiled)
+            self.node.stash[RANK_MEANS] = [r.measurement.summary().mean for r in ranks if r.measurement]
+            self.node.stash[ENVIRONMENT] = ranks[0].environment if ranks else {}
+        elif self.session.runs_in_container(self.case):
             result = self._in_container(data, compiled)
         else:
             result = job.train(self.case, self.device, data, compiled, self.session.sampler(self.lease))
@@ -177,14 +188,14 @@ class Bench:
 
     def _in_container(self, data: Path | None, compiled: bool) -> job.TrainResult:
         result = train_in_container(self._runner(), self._launch(), data, compiled)
-        self.node.stash[ENVIRONMENT] = result.environment
+        self.node.stash[ENVIRONMENT], self.node.stash[RUNNER] = result.environment, "container"
         return result
 
     def _image_run(self, image_run: ImageRun) -> Reported:
         reported = run_image_benchmark(self._runner(), self._launch(), image_run)
         if isinstance(reported, str):
             pytest.fail(reported, pytrace=False)
-        self.node.stash[ENVIRONMENT] = reported.environment
+        self.node.stash[ENVIRONMENT], self.node.stash[RUNNER] = reported.environment, "container"
         self.node.stash[REPORTED] = reported
         self.node.stash[DATA] = "the image's own"
         return reported

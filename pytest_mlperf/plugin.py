@@ -70,6 +70,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "image of this host's Python); default: the system file's `runner`, else local",
     )
     group.addoption(
+        "--launcher",
+        dest="mlperf_launcher",
+        choices=("torchrun", "slurm"),
+        help="how tests on several devices start their ranks: torchrun on this host, or a Slurm job "
+        "(default: the system file's launch.launcher, else torchrun)",
+    )
+    group.addoption(
         "--strict-telemetry",
         dest="mlperf_strict_telemetry",
         action="store_true",
@@ -138,7 +145,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     systems = metafunc.config.stash[SESSION].require_systems()
     accuracy = metafunc.definition.get_closest_marker("accuracy") is not None  # inference's accuracy pass
     try:
-        cases = expand(task, benchmarks, systems, accuracy=accuracy)
+        launcher = metafunc.config.getoption("mlperf_launcher")
+        cases = expand(task, benchmarks, systems, accuracy=accuracy, launcher=launcher)
     except ValueError as exc:
         problem = f"{metafunc.definition.nodeid}: @pytest.mark.mlperf: {exc}"
     else:

@@ -20,13 +20,16 @@ from .fixtures import (
     MEASUREMENT,
     PEAK,
     QUALITY,
+    RANK_MEANS,
     REPORTED,
+    RUNNER,
     SESSION,
     TELEMETRY,
     WORK,
 )
 from .resources import sysinfo
 from .results import html as html_report
+from .results import scaling
 from .results.loadgen_logs import DETAIL, SUMMARY
 from .results.record import PROPERTY, Record, build
 from .session import MlperfSession
@@ -63,6 +66,7 @@ class Reporter:
 
     def pytest_sessionfinish(self, exitstatus: int) -> None:
         if self.store.records:
+            scaling.annotate(self.store.records, self.session.reference_systems())
             self.store.finish(self.session.run_info(int(exitstatus)))
         elif self.owns_html:  # no mlperf test ran: pytest-html must not write (or announce) a report
             from pytest_html.basereport import BaseReport
@@ -132,8 +136,10 @@ def attach_record(item: pytest.Item, call: pytest.CallInfo[None], report: pytest
             setattr(record, name, round(summary[name], 3) if name in summary else None)
         record.telemetry_flags = "; ".join(telemetry.flags(memory_gb=session.slice_memory_gb))
         record.telemetry = telemetry.to_dict()
+    record.rank_means = item.stash.get(RANK_MEANS, [])
     if ENVIRONMENT in item.stash:
-        record.runner, record.environment = "container", item.stash[ENVIRONMENT]
+        record.environment = item.stash[ENVIRONMENT]
+    record.runner = item.stash.get(RUNNER, "local")
     if session.slice:
         record.cpus, record.memory_share_gb = session.slice.cpuset, round(session.slice.memory_gb, 2)
     report.user_properties.append((PROPERTY, record.to_dict()))

@@ -5,6 +5,7 @@ Built once per process at configure time; any bad input becomes a `pytest.UsageE
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -18,8 +19,8 @@ import pytest
 import torch
 
 from .config.matrix import Case
-from .config.schema import System, SystemFileError
-from .config.systems import AUTO, SystemSelectionError, select
+from .config.schema import System, SystemFileError, load_system
+from .config.systems import AUTO, SystemSelectionError, discover, select
 from .containers.launch import Containers
 from .resources import slices, sysinfo
 from .resources.leasing import Lease, Leaser, default_lock_dir, home_devices
@@ -28,7 +29,7 @@ from .resources.telemetry import Sampler
 from .results.store import RunStore, load_results, new_run_id
 from .results.verdict import Judge
 
-Key = tuple[str, str, str, int, int, str, str]
+Key = tuple[str, str, str, int, int, str, str, str]
 RUN_DIR = "mlperf_run_dir"  #: the key of xdist's workerinput that carries the run folder to the workers
 SLOT = "mlperf_slot"  #: the key of xdist's workerinput that carries the worker's slot (its share of the devices)
 
@@ -46,6 +47,7 @@ class MlperfSession:
     args: list[str] = field(default_factory=list)  #: the command line, for the record
     system_info: dict[str, str] = field(default_factory=dict)  #: what the run ran on; on the controller only
     started: float = field(default_factory=time.time)
+    system_dirs: list[Path] = field(default_factory=list)  #: where system files are found
     nvml: Nvml | None = None  #: open for the session's telemetry; None without NVIDIA's library
     gpus: list[Gpu] = field(default_factory=list)  #: the host's leasable devices (CUDA_VISIBLE_DEVICES applied)
     gpu_source: str = ""  #: where `gpus` come from (NVML, a replay file), or why there are none
@@ -62,9 +64,9 @@ class MlperfSession:
         tolerance = config.getoption("mlperf_tolerance")
         if not 0 <= tolerance < 1:
             raise pytest.UsageError(f"--tolerance must be a fraction in [0, 1), e.g. 0.05; got {tolerance}")
-        systems, problem = _systems(config)
+        systems, problem, dirs = _systems(config)
         args = list(config.invocation_params.args)
-        session = cls(systems=systems, problem=problem, tolerance=tolerance, args=args)
+        session = cls(systems=systems, problem=problem, tolerance=tolerance, args=args, system_dirs=dirs)
         compare = config.getoption("mlperf_compare")
         if compare:
             session.earlier, session.earlier_source = _earlier(Path(compare)), compare
@@ -109,6 +111,19 @@ class MlperfSession:
         self.slots[worker] = free[0] if free else len(self.slots) % workers
         return self.slots[worker]
 
+    def reference_systems(self) -> list[System]:
+        """The selected systems, then every other readable system file: where one device's baseline is looked for."""
+        others = []
+        try:
+            paths = discover(self.system_dirs)
+        except SystemSelectionError:
+            paths = {}
+        for name, path in paths.items():
+            if all(s.name != name for s in self.systems or []):
+                with contextlib.suppress(SystemFileError):
+                    others.append(load_system(path))
+        return [*(self.systems or []), *others]
+
     def require_systems(self) -> list[System]:
         """The selected systems; a collection error (no traceback) when there are none."""
         if self.systems is None:
@@ -148,21 +163,22 @@ class MlperfSession:
         }
 
 
-def _systems(config: pytest.Config) -> tuple[list[System] | None, str]:
-    """Systems chosen by --system; a bad explicit choice is a usage error at once, while a failed automatic one
-    only matters to sessions that collect mlperf tests (pytest-mlperf is loaded in every session of the venv)."""
+def _systems(config: pytest.Config) -> tuple[list[System] | None, str, list[Path]]:
+    """Systems chosen by --system (and the directories searched); a bad explicit choice is a usage error at once, while
+    a failed automatic one only matters to sessions that collect mlperf tests (pytest-mlperf is loaded in every
+    session of the venv)."""
     dirs = [Path(p) for p in config.getini("mlperf_systems")] or [config.rootpath / "systems"]
     dirs += [Path(p).resolve() for p in config.getoption("mlperf_systems_dirs")]
     option = config.getoption("mlperf_system")
     if option is None:
         dirs = [d for d in dirs if d.is_dir()]
         if not dirs:
-            return None, "no systems directory: add systems/NAME.yaml under the rootdir or pass --systems-dir=DIR"
+            return None, "no systems directory: add systems/NAME.yaml under the rootdir or pass --systems-dir=DIR", []
     try:
-        return select(option or AUTO, dirs), ""
+        return select(option or AUTO, dirs), "", dirs
     except (SystemSelectionError, SystemFileError) as exc:
         if option is None:
-            return None, str(exc)
+            return None, str(exc), dirs
         raise pytest.UsageError(str(exc)) from None
 
 

@@ -13,6 +13,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 #: A conftest for pytester projects: a linear-regression workload ("toy") and one that diverges ("nan" preset).
 TOY_CONFTEST = """
+import itertools, os, signal, time
 import torch
 from torch import nn
 from pytest_mlperf.run.training import Supervised
@@ -43,9 +44,19 @@ def mse(model, held_out):
 
 
 def build(setup):
+    calls = itertools.count(1)
+
+    def loss(out, target):  # rank 1 of a launched run dies or hangs at a step, as the "die" and "hang" presets say
+        step = next(calls)
+        if os.environ.get("RANK") == "1" and step == setup.preset.get("die_at"):
+            os.kill(os.getpid(), signal.SIGKILL)
+        if os.environ.get("RANK") == "1" and step == setup.preset.get("hang_at"):
+            time.sleep(600)
+        return nn.functional.mse_loss(out.float(), target.float())
+
     return Supervised(
         setup, Toy(setup.preset["nan_at"]), batches(setup.batch_size, 16, 0),
-        loss=lambda out, target: nn.functional.mse_loss(out.float(), target.float()),
+        loss=loss,
         optimizer=lambda model: torch.optim.SGD(model.parameters(), lr=setup.preset.get("lr", 0.05)),
         metric=mse, held_out=batches(setup.batch_size, 1, 1),
     )
@@ -56,6 +67,7 @@ if "toy" not in known():
         name="toy", family="toys", task="training", unit="samples/s", description="a linear regression",
         presets={
             "cpu": {"nan_at": -1}, "real": {"nan_at": -1}, "nan": {"nan_at": 7}, "stuck": {"nan_at": -1, "lr": 0.0},
+            "die": {"nan_at": -1, "die_at": 4}, "hang": {"nan_at": -1, "hang_at": 4},
         },
         build=build,
         quality=Quality("MSE", target=0.5, max_steps=400, eval_every=20, higher_is_better=False),

@@ -24,7 +24,7 @@ def test_titanrtx_resnet_lists_one_test_per_precision(pytester: pytest.Pytester)
 def test_several_systems_and_marks_select(pytester: pytest.Pytester) -> None:
     result = collect(pytester, "--system=titanrtx,a100,8xh100", "-m", "amp and resnet")
     tests = sorted(line.split("[")[1].rstrip("]") for line in result.outlines if "::" in line)
-    assert tests == ["resnet50-amp-8xh100", "resnet50-amp-a100", "resnet50-amp-titanrtx"]
+    assert tests == ["resnet50-amp-8xh100-torchrun", "resnet50-amp-a100", "resnet50-amp-titanrtx"]
     result = collect(pytester, "--system=titanrtx,a100", "-m", "training and tf32 and resnet")
     assert [line for line in result.outlines if "::" in line] == [
         "suites/test_training.py::test_train[resnet50-tf32-a100]"
@@ -37,7 +37,9 @@ def test_all_shipped_systems_collect_under_strict_markers(pytester: pytest.Pytes
     names = ",".join(sorted(p.stem for p in (REPO / "systems").glob("*.yaml")))
     result = collect(pytester, f"--system={names}", "--strict-markers")
     assert result.ret == pytest.ExitCode.OK
-    result.stdout.fnmatch_lines_random(["*resnet50-tf32-8xa100*", "*resnet50-fp32-cpu*", "*resnet50-fp16-2080ti*"])
+    result.stdout.fnmatch_lines_random(
+        ["*resnet50-tf32-8xa100-torchrun*", "*resnet50-fp32-cpu*", "*resnet50-fp16-2080ti*"]
+    )
 
 
 def test_marks_on_each_case(project) -> None:

@@ -92,6 +92,8 @@ def test_compare_fails_regressions_matched_by_case_not_node_id(project) -> None:
         record["test"] = "some/other_file.py::test_renamed[x]"
         if record["precision"] == "fp32":
             record["mean"] *= 1000  # the earlier run was far faster: a clear regression now
+        else:
+            record["mean"] /= 1000  # far slower: whatever the load on this machine now, no regression
     (project.path / "earlier.json").write_text(json.dumps(earlier))
     result = project.run("--system=toy", "--compare=earlier.json", "--tolerance=0.5")
     result.assert_outcomes(passed=1, failed=1)

@@ -3,6 +3,7 @@ precision x system for inference (plus one accuracy Case per benchmark x precisi
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -25,6 +26,8 @@ class Case:
     system: System
     settings: RunSettings
     scenario: Scenario | None = None  #: what LoadGen runs, for inference
+    launcher: str = ""  #: how a training case on several devices starts its ranks (torchrun, slurm); "" for one
+    knobs: tuple[tuple[str, str], ...] = ()  #: one combination of the system's swept launch environment
 
     @property
     def benchmark(self) -> str:
@@ -47,13 +50,20 @@ class Case:
 
     @property
     def id(self) -> str:
-        return "-".join(filter(None, (self.benchmark, self.performance, self.precision, self.system.name)))
+        parts = (self.benchmark, self.performance, self.precision, self.system.name, self.launcher, self.knob_text)
+        return "-".join(filter(None, parts))
 
     @property
-    def key(self) -> tuple[str, str, str, int, int, str, str]:
+    def knob_text(self) -> str:
+        """The swept knobs as the results' column shows them: "NCCL_ALGO=Tree,NCCL_P2P_LEVEL=NVL"."""
+        return ",".join(f"{name}={value}" for name, value in self.knobs)
+
+    @property
+    def key(self) -> tuple[str, str, str, int, int, str, str, str]:
         s = self.settings
         scenario = self.scenario.name if self.scenario else ""
-        return (self.benchmark, self.precision, self.system.name, s.global_batch, s.devices, scenario, self.mode)
+        system = self.system.name
+        return (self.benchmark, self.precision, system, s.global_batch, s.devices, scenario, self.mode, self.knob_text)
 
     @property
     def marks(self) -> tuple[str, ...]:
@@ -64,9 +74,12 @@ class Case:
         return tuple(dict.fromkeys(filter(None, names)))
 
 
-def expand(task: str, benchmarks: Sequence[str], systems: Iterable[System], accuracy: bool = False) -> list[Case]:
+def expand(
+    task: str, benchmarks: Sequence[str], systems: Iterable[System], accuracy: bool = False, launcher: str | None = None
+) -> list[Case]:
     """Cases for a suite function covering `benchmarks` (all of `task` when empty), in system-file order; for
-    inference, one per scenario, or with `accuracy` one accuracy pass per benchmark x precision x system."""
+    inference, one per scenario, or with `accuracy` one accuracy pass per benchmark x precision x system. A training
+    case on several devices names its launcher (`launcher`, else the system file's) in its id."""
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; expected one of: {', '.join(TASKS)}")
     workloads = known()
@@ -81,8 +94,14 @@ def expand(task: str, benchmarks: Sequence[str], systems: Iterable[System], accu
         for name, bench in system.spec.benchmarks.items():
             if name not in wanted:
                 continue
+            several = system.spec.accelerator.count > 1
+            how = (launcher or system.spec.launch.launcher) if several else ""
+            sweep = system.spec.launch.sweep if several else {}
+            combinations = [tuple(zip(sweep, values, strict=True)) for values in itertools.product(*sweep.values())]
             for precision in sorted(bench.precisions, key=PRECISIONS.index):
-                cases.append(Case(task, workloads[name], precision, system, system.settings(name, precision)))
+                settings = system.settings(name, precision)
+                for knobs in combinations:
+                    cases.append(Case(task, workloads[name], precision, system, settings, launcher=how, knobs=knobs))
     return cases
 
 

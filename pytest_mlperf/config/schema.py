@@ -221,6 +221,29 @@ class Container(_Spec):
         return self
 
 
+class SlurmSpec(_Spec):
+    """How a multi-device test's ranks are submitted to Slurm (`launch.launcher: slurm` or --launcher=slurm)."""
+
+    partition: Text | None = None  #: default: the cluster's default partition
+    nodes: PositiveInt = 1
+    gpus_per_task: Count | None = None  #: default: 1 on a CUDA system, 0 on a CPU one
+    cpus_per_task: PositiveInt | None = None
+    time_limit_s: PositiveFloat = 7200.0  #: Slurm's --time; the job is cancelled after it
+    extra_args: list[Text] = Field(default_factory=list)  #: more sbatch/srun arguments, e.g. ["--exclusive"]
+
+
+class LaunchSpec(_Spec):
+    """How a test on several devices starts one process (rank) per device: torchrun on this host, or Slurm."""
+
+    launcher: Literal["torchrun", "slurm"] = "torchrun"
+    timeout_s: PositiveFloat = 7200.0  #: the ranks of a run still going after this are killed and the test fails
+    env: dict[str, str] = Field(default_factory=dict)  #: for every rank, e.g. NCCL_ALGO, NCCL_P2P_LEVEL
+    #: environment variables swept as test parameters: one test per combination, each a column of the results,
+    #: e.g. {NCCL_ALGO: [Tree, Ring], NCCL_P2P_LEVEL: [NVL, SYS]}
+    sweep: dict[str, Annotated[list[Text], Field(min_length=1)]] = Field(default_factory=dict)
+    slurm: SlurmSpec = SlurmSpec()
+
+
 class SystemSpec(_Spec):
     name: Text
     description: Text
@@ -229,6 +252,7 @@ class SystemSpec(_Spec):
     container: Container | None = None
     #: where training tests run: in this process, or inside `container.image` (--runner overrides)
     runner: Literal["local", "container"] = "local"
+    launch: LaunchSpec = LaunchSpec()  #: how tests on several devices start their ranks
     benchmarks: dict[str, BenchmarkSpec] = Field(min_length=1)
     inference: dict[str, InferenceSpec] = Field(default_factory=dict)
 

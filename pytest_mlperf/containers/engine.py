@@ -21,6 +21,8 @@ from types import TracebackType
 import docker
 import requests
 
+from ..processes import terminate
+
 #: The containers.conf a podman service gets here. crun (podman's default runtime) refuses the hosts' hybrid cgroup
 #: layout ("cgroups in hybrid mode not supported"), and raising rlimits above the defaults is not permitted; the
 #: Docker API ignores per-container `runtime=` and `ulimits=` under podman, so both must be set in this file.
@@ -143,13 +145,7 @@ class PodmanService:
         process, self._process = self._process, None
         if process is None:
             return
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        terminate(process)
         self.socket.unlink(missing_ok=True)
 
     def log_tail(self, lines: int = 20) -> str:

@@ -25,15 +25,14 @@ def fits(gpu: Gpu, accelerator: Accelerator) -> bool:
 
 def place(accelerator: Accelerator, lease: Lease, visible: Sequence[Gpu]) -> torch.device:
     """The torch device of a lease, in this process: the CPU, or the leased GPU's position among the devices this
-    process sees (CUDA_VISIBLE_DEVICES was set from `visible` before CUDA started)."""
+    process sees (CUDA_VISIBLE_DEVICES was set from `visible` before CUDA started); for several devices, whose ranks
+    run in processes of their own, just the kind."""
     if not lease.devices:
         return torch.device("cpu")
-    if accelerator.count > 1:
-        raise Unavailable(
-            f"needs {accelerator.count} devices in one run; multi-device launch (torchrun) is not available yet"
-        )
     if not torch.cuda.is_available():
         raise Unavailable(f"leased {lease.describe()}, but this torch build has no CUDA")
+    if accelerator.count > 1:  # launched ranks, one per leased device
+        return torch.device("cuda")
     return torch.device("cuda", list(visible).index(lease.devices[0]))
 
 

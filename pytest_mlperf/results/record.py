@@ -99,6 +99,12 @@ class Record:
     worker: str = ""
     finished: str = ""
     runner: str = "local"  #: where it ran: in the test's process, or in a container
+    accelerator: str = ""  #: the system's device model
+    launcher: str = ""  #: how its ranks started, on several devices: torchrun or slurm
+    knobs: str = ""  #: the swept launch environment of this test, e.g. "NCCL_ALGO=Tree"
+    per_device: float | None = None  #: mean / devices
+    scaling_efficiency: float | None = None  #: mean / (devices x one device's throughput)
+    scaling_reference: str = ""  #: where the one device's throughput comes from
     gpu_util_mean: float | None = None  #: telemetry of the measured phase (mean or max over its samples)
     gpu_power_w_mean: float | None = None
     gpu_temp_c_max: float | None = None
@@ -112,12 +118,16 @@ class Record:
     peak_trials: list[dict[str, Any]] = field(default_factory=list)  #: --find-peak-qps: every Server run tried
     block_ns: list[int] = field(default_factory=list)
     rates: list[float] = field(default_factory=list)  #: items/s of each block
+    rank_means: list[float] = field(
+        default_factory=list
+    )  #: on several devices: the system's items/s as each rank timed it
     losses: list[float] = field(default_factory=list)  #: every step's: the FLOP-counting one, warm-up, measured
 
     @property
-    def key(self) -> tuple[str, str, str, int, int, str, str]:
+    def key(self) -> tuple[str, str, str, int, int, str, str, str]:
         """What matches a result to an earlier run's: the Case key, never the node id."""
-        return (self.benchmark, self.precision, self.system, self.global_batch, self.devices, self.scenario, self.mode)
+        r = self
+        return (r.benchmark, r.precision, r.system, r.global_batch, r.devices, r.scenario, r.mode, r.knobs)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -127,7 +137,7 @@ class Record:
         return cls(**data)
 
 
-LISTS = ("environment", "telemetry", "peak_trials", "block_ns", "rates", "losses")
+LISTS = ("environment", "telemetry", "peak_trials", "block_ns", "rates", "rank_means", "losses")
 #: columns of the flat tables (lists stay in JSON only)
 COLUMNS = [f.name for f in dataclasses.fields(Record) if f.name not in LISTS]
 
@@ -167,6 +177,9 @@ def build(
         unit=case.workload.unit,
         threads=torch.get_num_threads(),
         finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        accelerator=case.system.spec.accelerator.model,
+        launcher=case.launcher,
+        knobs=case.knob_text,
     )
     if s.baseline is not None:
         record.baseline, record.tolerance = s.baseline.value, s.baseline.tolerance
@@ -207,6 +220,7 @@ def build(
         record.flops_achieved = work.flops_per_item * summary.mean
         if work.peak_flops:
             record.peak_fraction = record.flops_achieved / work.peak_flops
+    record.per_device = summary.mean / s.devices
     _judge(record, judge, summary.mean, False)
     return record
 

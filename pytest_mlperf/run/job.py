@@ -8,15 +8,21 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib
 import json
+import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from ..config.matrix import Case
 from ..resources.nvml import inventory
@@ -62,11 +68,13 @@ def train(
     data: Path | None,
     compiled: bool,
     sampler: Sampler | None = None,
+    distribute: Callable[[Any], None] | None = None,
 ) -> TrainResult:
-    """Count one step's FLOPs, measure throughput (while `sampler` samples the hardware), then keep
-    training to the workload's quality target. The counted step runs before the warm-up (the counter slows it down),
-    its loss checked too. Time to quality runs, as MLPerf times it, from the first touch of the training data
-    (building the trainer, which makes or opens it) to the evaluation that reaches the target."""
+    """Count one step's FLOPs, measure throughput (while `sampler` samples the hardware), then keep training to the
+    workload's quality target. The counted step runs before the warm-up (the counter slows it down), its loss checked
+    too. `distribute` makes a rank's trainer data-parallel. Time to quality runs, as MLPerf times it, from the first
+    touch of the training data (building the trainer, which makes or opens it) to the evaluation that reaches the
+    target."""
     s = case.settings
     precision = resolve(case.precision, device)
     setup = Setup(case.preset, s.device_batch, device, precision, data, compiled)
@@ -75,6 +83,12 @@ def train(
     with float32_math(precision):
         start = time.perf_counter()
         trainer = case.workload.build(setup)
+        if distribute is not None:
+            try:
+                distribute(trainer)
+            except TypeError as exc:
+                result.problem = f"{case.id}: cannot train data-parallel: {exc}"
+                return result
         if data is not None:
             quality = quality.on_real_data(getattr(trainer, "epoch_steps", None))
         plan = Plan(s.warmup, s.repeat, s.number, items_per_step=trainer.items_per_step * s.devices)
@@ -120,6 +134,12 @@ class Job:
     data: str | None = None
     compiled: bool = False
     threads: int = 0  #: torch threads (the CPU slice), 0: torch's default
+    #: modules to import first, and the folders they are in: where a workload registered outside this package (in
+    #: a user's conftest.py) comes from, so that a process of our own knows it too
+    modules: list[str] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)
+    launcher: str = ""  #: the case's, for its id
+    knobs: list[str] = field(default_factory=list)  #: launch environment variables whose values the result records
 
     def case(self) -> Case:
         from ..config.schema import load_system
@@ -127,24 +147,63 @@ class Job:
 
         system = load_system(Path(self.system_file))
         workload = known()[self.benchmark]
-        return Case("training", workload, self.precision, system, system.settings(self.benchmark, self.precision))
+        settings = system.settings(self.benchmark, self.precision)
+        return Case("training", workload, self.precision, system, settings, launcher=self.launcher)
 
 
 def main(argv: list[str]) -> int:
-    """The container's entry point: run JOB.json, write OUT.json (also when the run stopped on a problem)."""
+    """The entry point of a container or a rank: run JOB.json, write OUT.json ("{rank}" in it becomes the rank's
+    number), also when the run stopped on a problem. Under torchrun or Slurm (WORLD_SIZE > 1) each rank trains its
+    replica of the model data-parallel (DDP: NCCL on GPUs, gloo on CPUs)."""
     if len(argv) != 2:
         print("usage: python -m pytest_mlperf.run.job JOB.json OUT.json", file=sys.stderr)
         return 2
     job = Job(**json.loads(Path(argv[0]).read_text(encoding="utf-8")))
+    sys.path[:0] = job.paths
+    for module in job.modules:
+        importlib.import_module(module)
     if job.threads:
         torch.set_num_threads(job.threads)
-    device = torch.device("cuda", 0) if job.device == "cuda" else torch.device("cpu")
+    if "SLURM_PROCID" in os.environ and "RANK" not in os.environ:  # a Slurm task, not started by torchrun
+        from ..launch.slurm import rank_env
+
+        os.environ.update(rank_env())
+    world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    device = torch.device("cuda", local) if job.device == "cuda" else torch.device("cpu")
     nvml, gpus, _ = inventory(None)
-    sampler = Sampler(nvml, gpus[:1] if job.device == "cuda" else [])
-    result = train(job.case(), device, Path(job.data) if job.data else None, job.compiled, sampler)
-    Path(argv[1]).write_text(json.dumps(result.to_dict()), encoding="utf-8")
-    print(f"pytest-mlperf job: {job.benchmark} {job.precision} done: {result.problem or 'ok'}", flush=True)
+    sampler = Sampler(nvml, gpus[local : local + 1] if job.device == "cuda" else [])
+    data = Path(job.data) if job.data else None
+    node = os.environ.get("SLURMD_NODENAME", "")
+    where = f"{device} of {node}" if node else str(device)
+    print(f"pytest-mlperf job: {job.benchmark} {job.precision} rank {rank} of {world} on {where}", flush=True)
+    if world == 1:
+        result = train(job.case(), device, data, job.compiled, sampler)
+    else:
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        try:
+            result = train(job.case(), device, data, job.compiled, sampler, data_parallel(device))
+        finally:
+            dist.destroy_process_group()
+    result.environment |= {name: os.environ.get(name, "(unset)") for name in job.knobs}
+    Path(argv[1].replace("{rank}", str(rank))).write_text(json.dumps(result.to_dict()), encoding="utf-8")
+    print(f"pytest-mlperf job: {job.benchmark} {job.precision} rank {rank} done: {result.problem or 'ok'}", flush=True)
     return 0
+
+
+def data_parallel(device: torch.device) -> Callable[[Any], None]:
+    """Wrap a trainer's model in DistributedDataParallel (after its optimizer was made: DDP keeps the parameters), so
+    each step all-reduces the gradients across the ranks."""
+
+    def wrap(trainer: Any) -> None:
+        model = getattr(trainer, "model", None)
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"{type(trainer).__name__} has no `model` module to make data-parallel")
+        trainer.model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    return wrap
 
 
 if __name__ == "__main__":

@@ -1,0 +1,1 @@
+"""Starting a test's ranks on several devices: torchrun on this host, Slurm across nodes."""
