@@ -44,7 +44,7 @@ def test_a_workload_trains_inside_a_container(
     assert record["mean"] > 0 and record["quality_status"] == "reached" and len(record["rates"]) == record["repeat"]
     assert record["telemetry"]["samples"] and record["cpu_util_mean"] is not None
     folder = tmp_path / "latest" / "containers" / "regression-fp32-cpu"
-    assert "pytest-mlperf job: regression fp32 done: ok" in (folder / "container.log").read_text()
+    assert "pytest-mlperf job: regression fp32 rank 0 done: ok" in (folder / "container.log").read_text()
     assert json.loads((folder / "job.json").read_text())["system_file"] == "/mlperf/systems/cpu.yaml"
     assert "containers/regression-fp32-cpu/container.log" in (tmp_path / "latest" / "report.html").read_text()
     assert ours(client) == before  # nothing left behind

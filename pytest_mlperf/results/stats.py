@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 from dataclasses import dataclass
-
-from scipy import stats as scipy_stats
 
 CONFIDENCE = 0.95
 
@@ -32,5 +31,14 @@ def summarize(values: list[float]) -> Summary:
     n = len(values)
     mean = statistics.fmean(values)
     sd = statistics.stdev(values) if n > 1 else 0.0
-    half = float(scipy_stats.t.ppf((1 + CONFIDENCE) / 2, n - 1)) * sd / math.sqrt(n) if n > 1 else 0.0
+    half = student_t(n - 1) * sd / math.sqrt(n) if n > 1 else 0.0
     return Summary(mean, sd, min(values), max(values), n, mean - half, mean + half)
+
+
+@functools.cache
+def student_t(dof: int) -> float:
+    """The two-sided CONFIDENCE quantile of Student's t; scipy is imported here, not at start-up, where it would cost
+    every process (each rank, each container) most of a second."""
+    from scipy import stats
+
+    return float(stats.t.ppf((1 + CONFIDENCE) / 2, dof))
