@@ -4,13 +4,22 @@ leaving no process behind."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import yaml
 from helpers import REPO, TOY_SUITE, Project, baseline, system
 
+from pytest_mlperf.config.matrix import expand
 from pytest_mlperf.config.schema import load_system
+from pytest_mlperf.launch.slurm import srun_argv
+from pytest_mlperf.launch.slurm_ranks import slurm_job
+from pytest_mlperf.resources.leasing import Lease
+from pytest_mlperf.resources.nvml import Gpu
+from pytest_mlperf.resources.slices import Slice
 from pytest_mlperf.results.record import Record
 from pytest_mlperf.results.scaling import annotate
 
@@ -128,3 +137,21 @@ def test_scaling_against_a_one_device_baseline_when_none_ran() -> None:
     reference = one.settings("resnet50", "amp").baseline
     assert reference is not None and record.scaling_reference.startswith("baseline of a100: ")
     assert record.scaling_efficiency == pytest.approx(8000.0 / (8 * reference.value))
+
+
+def test_a_gpu_systems_slurm_job(tmp_path: Path) -> None:
+    """The srun command an 8-GPU system's ranks would be submitted with (not run: no GPU cluster here)."""
+    spec = yaml.safe_load((REPO / "systems" / "8xa100.yaml").read_text())
+    slurm = {"nodes": 2, "partition": "gpu", "time_limit_s": 600, "container_image": "nvidia/pytorch:22.10-py3"}
+    spec["launch"] = {"launcher": "slurm", "env": {"NCCL_IB_DISABLE": "1"}, "slurm": slurm}
+    (tmp_path / "8xa100.yaml").write_text(yaml.safe_dump(spec))
+    system = load_system(tmp_path / "8xa100.yaml")
+    (case,) = [c for c in expand("training", ["resnet50"], [system]) if c.precision == "amp"]
+    gpus = tuple(Gpu(i, f"GPU-{i}", system.spec.accelerator.model, 80.0, str(i)) for i in range(8))
+    job = slurm_job(case, Lease(gpus, ""), Slice((0, 1), 64.0, 1), tmp_path / "out", None, False)
+    argv = srun_argv(job, "x")
+    assert case.id == "resnet50-amp-8xa100-slurm" and job.nodes == 2 and job.tasks_per_node == 4
+    for expected in ("--nodes=2", "--ntasks-per-node=4", "--gpus-per-task=1", "--partition=gpu"):
+        assert expected in argv
+    assert "--container-image=nvidia/pytorch:22.10-py3" in argv and job.env["NCCL_IB_DISABLE"] == "1"
+    assert json.loads((tmp_path / "out" / "job.json").read_text())["device"] == "cuda"

@@ -229,7 +229,9 @@ class SlurmSpec(_Spec):
     gpus_per_task: Count | None = None  #: default: 1 on a CUDA system, 0 on a CPU one
     cpus_per_task: PositiveInt | None = None
     time_limit_s: PositiveFloat = 7200.0  #: Slurm's --time; the job is cancelled after it
-    extra_args: list[Text] = Field(default_factory=list)  #: more sbatch/srun arguments, e.g. ["--exclusive"]
+    #: run each task in this image through the site's Slurm container plugin (pyxis: srun --container-image)
+    container_image: Text | None = None
+    extra_args: list[Text] = Field(default_factory=list)  #: more srun arguments, e.g. ["--exclusive"]
 
 
 class LaunchSpec(_Spec):
