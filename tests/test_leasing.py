@@ -125,7 +125,7 @@ def test_slices_cut_cores_and_memory() -> None:
     assert [slices.cut(w, 4, cpus, 64.0).cpuset for w in range(4)] == ["0-1", "2-3", "4-5", "6-7"]
     piece = slices.cut(1, 2, (0, 1, 2, 5, 6, 7), 24.0)
     assert piece.cpus == (5, 6, 7) and piece.cpuset == "5-7" and piece.memory_gb == 12.0
-    assert piece.threads == 3 and piece.dataloader_workers == 2
+    assert piece.threads == 3
     assert slices.cut(2, 3, (0, 1), 3.0).cpus == (0,)  # more workers than cores: they share
     assert slices.Slice((0, 2, 3, 4, 9), 1.0, 1).cpuset == "0,2-4,9"
 

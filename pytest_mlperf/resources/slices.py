@@ -1,7 +1,7 @@
 """Each parallel worker's share of the host's CPUs and memory, as Mila's suite gives each of N parallel runs N_CPU / N
 and RAM / N: so N workers behave like N users of the machine, not N processes fighting over every core.
 
-A worker is pinned to its cores (affinity), runs that many torch threads and DataLoader workers, and its memory share
+A worker is pinned to its cores (affinity), runs that many torch threads, and its memory share
 is recorded with each result (and checked against the process's peak memory by the telemetry); a container run
 gets both as hard limits (cpuset, memory limit).
 """
@@ -25,11 +25,6 @@ class Slice:
     @property
     def threads(self) -> int:
         return len(self.cpus)
-
-    @property
-    def dataloader_workers(self) -> int:
-        """Loader processes beside the main thread: the slice's other cores, at least one."""
-        return max(1, len(self.cpus) - 1)
 
     @property
     def cpuset(self) -> str:
