@@ -19,6 +19,7 @@ from .containers.launch import Launch, train_in_container
 from .containers.runner import Runner
 from .containers.third_party import Reported, run_image_benchmark
 from .data import DATASETS, DatasetError, DatasetMissing, Prepared, ensure
+from .launch.process import train_in_fresh_process
 from .launch.slurm_ranks import train_with_slurm
 from .launch.torchrun import train_with_torchrun
 from .resources.devices import Unavailable, describe, fits, place
@@ -26,13 +27,14 @@ from .resources.leasing import Lease, LeaseTimeout
 from .resources.telemetry import MIN_SAMPLES, Telemetry
 from .results import mllog
 from .results.loadgen_logs import parse_logs
-from .results.repeats import across_runs, quality_across_runs
+from .results.repeats import across_runs, quality_across_runs, training_interval
 from .results.stats import summarize
 from .results.verdict import Figure, Verdict, against_quality
 from .run import job, loadgen
 from .run.flops import Work
 from .run.measure import Measurement
 from .run.precision import unsupported
+from .run.probe import Between
 from .run.quality import QualityResult
 from .run.serving import Accuracy, Answerer, Trained, labels_of, logged_answers, predict_all, served, trained
 from .session import MlperfSession
@@ -54,6 +56,8 @@ REPORTED = pytest.StashKey[Reported]()  #: the throughput an image's own script 
 RUNNER = pytest.StashKey[str]()  #: "container" for a test run inside an image
 MLLOG_DIR = "mllog"  #: the run folder's MLPerf-format training logs: mllog/<test id>/result_<run>.txt
 RANK_MEANS = pytest.StashKey[list[float]]()  #: several devices: the system's items/s as each rank timed it
+BETWEEN = pytest.StashKey[Between]()  #: the between-process sd that widened a single run's interval
+PROCESSES_DIR = "processes"  #: the run folder's fresh-process runs: processes/<test id>/run-<k>/
 
 
 @pytest.fixture
@@ -161,8 +165,9 @@ class Bench:
 
     def train(self) -> list[Measurement] | Reported:
         """Measure the case's throughput and train on to its quality target (`job.train`), here or, with the
-        container runner, inside the system's image, once per --runs; or, for a benchmark the system runs with the
-        image's own script (`image_run`), the throughput that script reports. The figures are checked by `check`."""
+        container runner, inside the system's image, once per --runs (from 2, or with --rerun-inconclusive, each run
+        in a fresh process); or, for a benchmark the system runs with the image's own script (`image_run`), the
+        throughput that script reports. The figures are checked by `check`."""
         if self.case.settings.image_run is not None:
             return self._image_run(self.case.settings.image_run)
         self.node.stash[COMPILED] = self.case.settings.compile or bool(self.node.config.getoption("mlperf_compile"))
@@ -183,6 +188,11 @@ class Bench:
             self.node.stash[ENVIRONMENT] = ranks[0].environment if ranks else {}
         elif self.session.runs_in_container(self.case):
             result = self._in_container(data, compiled)
+        elif self.session.fresh_processes:
+            assert self.session.slice and self.session.run_dir  # set at configure
+            runs = len(self.node.stash.get(MEASUREMENTS, []))
+            out = self.session.run_dir / PROCESSES_DIR / self.case.id / f"run-{runs}"
+            result = train_in_fresh_process(self.case, self.lease, self.session.slice, out, data, compiled)
         else:
             sampler, progress = self.session.sampler(self.lease), self.session.progress(self.node, self.case)
             result = job.train(self.case, self.device, data, compiled, sampler, on_block=progress)
@@ -237,6 +247,10 @@ class Bench:
             verdicts = self._verdicts(Figure.exact(result.value))
         else:
             verdicts = until_conclusive(self._judge_runs, self._run_once, self.session.reruns)
+            basis = training_interval(len(self.node.stash[MEASUREMENTS]), self.node.stash.get(BETWEEN, None))
+            verdicts = tuple(  # type: ignore[assignment]
+                v and dataclasses.replace(v, message=f"{v.message}; the interval rests on {basis}") for v in verdicts
+            )
         qualities = self.node.stash.get(QUALITIES, [])
         reached = against_quality(quality_across_runs(qualities)) if qualities else None  # none from an image's script
         failed = [v.message for v in (*verdicts, reached) if v and v.failed]
@@ -247,9 +261,13 @@ class Bench:
         return self.session.judge(self.case)(measured, self.case.workload.unit)
 
     def _judge_runs(self) -> Verdicts:
-        """The runs so far: one run's blocks, or several runs' trimmed mean and spread."""
+        """The runs so far: one run's blocks, their interval widened by the host's between-process sd, or several
+        runs' trimmed mean and spread."""
         runs = self.node.stash[MEASUREMENTS]
-        return self._verdicts(Figure.of(across_runs([m.summary() for m in runs])))
+        between = None
+        if len(runs) == 1:
+            between = self.node.stash[BETWEEN] = self.session.between(self.device, self.lease)
+        return self._verdicts(Figure.of(across_runs([m.summary() for m in runs], between)))
 
 
 Verdicts = tuple[Verdict, Verdict | None]  #: against the baseline, and against the earlier run (with --compare)

@@ -50,8 +50,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         type=int,
         default=1,
         metavar="N",
-        help="run each test's case N times (Mila's run_10, Lambda's NUM_RUN) and judge the trimmed mean of the runs "
-        "(without the fastest and slowest from 4 runs), its interval from the run-to-run spread (default 1)",
+        help="run each test's case N times (Mila's run_10, Lambda's NUM_RUN), from 2 each time in a fresh process, "
+        "and judge the trimmed mean of the runs (without the fastest and slowest from 4 runs), its interval from "
+        "their spread (default 1: once, in the test's process, its interval widened by the host's between-process sd)",
     )
     group.addoption(
         "--rerun-inconclusive",
@@ -60,7 +61,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=0,
         metavar="N",
         help="when a test's verdict is inconclusive (its interval straddles the target), run its case again, up to N "
-        "more times, until the verdict is clear (default 0: report it as inconclusive)",
+        "more times, until the verdict is clear; every run in a fresh process (default 0: report it as inconclusive)",
     )
     group.addoption(
         "--data-dir",
@@ -154,6 +155,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default="5",
     )
     parser.addini("mlperf_gpu_locks", "host-wide folder of GPU lease locks (default: pytest-mlperf-gpu-locks in /tmp)")
+    parser.addini(
+        "mlperf_between_sd",
+        "the between-process sd (percent of the figure) that widens a single run's interval, pinned; default: "
+        "measured once per host, device kind, torch version and thread count by a probe in fresh processes",
+        default="",
+    )
+    parser.addini(
+        "mlperf_cache_dir",
+        "folder of host measurements kept between runs, e.g. the between-process sd (default: pytest-mlperf in the "
+        "user's cache folder, $XDG_CACHE_HOME or ~/.cache)",
+    )
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-html's, which reads --html

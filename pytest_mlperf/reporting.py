@@ -12,6 +12,7 @@ from .config.matrix import Case
 from .containers.launch import LOG as CONTAINER_LOG
 from .fixtures import (
     ACCURACY,
+    BETWEEN,
     COMPILED,
     DATA,
     DEVICE,
@@ -146,6 +147,7 @@ def attach_record(item: pytest.Item, call: pytest.CallInfo[None], report: pytest
         item.stash.get(LOADGEN, None),
         item.stash.get(ACCURACY, None),
         item.stash[REPORTED].value if REPORTED in item.stash else None,
+        item.stash.get(BETWEEN, None),
     )
     record.test = item.nodeid
     record.data = item.stash.get(DATA, "")

@@ -32,6 +32,7 @@ from .results.compare import figures_by_key
 from .results.record import Key, Record
 from .results.store import RunStore, load_results, new_run_id
 from .results.verdict import Figure, Judge
+from .run.probe import Between, between_processes, default_cache_dir
 
 RUN_DIR = "mlperf_run_dir"  #: the key of xdist's workerinput that carries the run folder to the workers
 PROGRESS = "mlperf_progress"  #: the key of xdist's workerinput that says whether, and how often, to show progress
@@ -68,6 +69,10 @@ class MlperfSession:
     sd_limit: float = 5.0  #: ini mlperf_sd_limit: the suite statistics' limit on sd%'s 80th percentile
     plots: bool = True  #: ini mlperf_plots: draw each test's plots and the run's
     progress_every: float | None = None  #: seconds between a test's progress lines; None: no progress shown
+    #: ini mlperf_between_sd: the between-process sd pinned (percent), else None: measured by the probe
+    between_sd: float | None = None
+    cache_dir: Path = field(default_factory=default_cache_dir)  #: ini mlperf_cache_dir: host measurements kept
+    _between: dict[tuple[str, int], Between] = field(default_factory=dict)  #: the probe's, per device kind and threads
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> MlperfSession:
@@ -89,6 +94,11 @@ class MlperfSession:
             raise pytest.UsageError(
                 f"ini mlperf_sd_limit: expected a number of percent, e.g. 5; got {config.getini('mlperf_sd_limit')!r}"
             ) from None
+        session.between_sd = _between_sd(config.getini("mlperf_between_sd"))
+        cache = config.getini("mlperf_cache_dir")
+        if cache:
+            session.cache_dir = Path(cache).expanduser()
+            session.cache_dir = session.cache_dir if session.cache_dir.is_absolute() else config.rootpath / cache
         compare = config.getoption("mlperf_compare")
         if compare:
             session.earlier_records = _earlier(Path(compare))
@@ -179,6 +189,23 @@ class MlperfSession:
         """The memory share telemetry checks the process against: only when the host is shared by workers."""
         return self.slice.memory_gb if self.slice and self.slice.workers > 1 else None
 
+    @property
+    def fresh_processes(self) -> bool:
+        """Whether a case may run more than once (--runs N, --rerun-inconclusive): then each run is a fresh process
+        of its own, so their spread shows the noise between processes."""
+        return self.runs > 1 or self.reruns > 0
+
+    def between(self, device: torch.device, lease: Lease) -> Between:
+        """The between-process sd a single run's interval is widened by: pinned by mlperf_between_sd, else the
+        host's, measured once by the probe (in fresh processes on this worker's slice) and cached."""
+        if self.between_sd is not None:
+            return Between(self.between_sd, "pinned by the ini key mlperf_between_sd")
+        threads = self.slice.threads if self.slice else torch.get_num_threads()
+        key = (str(device), threads)
+        if key not in self._between:
+            self._between[key] = between_processes(device, threads, self.cache_dir, lease.env)
+        return self._between[key]
+
     def runs_in_container(self, case: Case) -> bool:
         return (self.runner or case.system.spec.runner) == "container"
 
@@ -221,6 +248,19 @@ def _systems(config: pytest.Config) -> tuple[list[System] | None, str, list[Path
         if option is None:
             return None, str(exc), dirs
         raise pytest.UsageError(str(exc)) from None
+
+
+def _between_sd(value: str) -> float | None:
+    """ini mlperf_between_sd: a percentage >= 0, or empty (measure it)."""
+    if not value.strip():
+        return None
+    try:
+        pinned = float(value)
+    except ValueError:
+        pinned = -1.0
+    if not 0 <= pinned < 100:
+        raise pytest.UsageError(f"ini mlperf_between_sd: expected a percentage in [0, 100), e.g. 5; got {value!r}")
+    return pinned
 
 
 def _earlier(path: Path) -> list[Record]:

@@ -104,6 +104,7 @@ def system(
                 "warmup": 1,
                 "repeat": 3,
                 "number": 50,
+                "min_block_s": 0,  # blocks of `number` steps: milliseconds (test_measure times autoranged ones)
                 **bench,
                 "precisions": precisions or {"fp32": {"batch_size": 4}},
             }
@@ -126,6 +127,7 @@ class Project:
             "[pytest]\nstrict_markers = true\nstrict_parametrization_ids = true\n"
             "filterwarnings = ignore::pytest.PytestAssertRewriteWarning\n"
             "mlperf_plots = false\n"  # ~0.3 s a test; the tests of plots turn them on
+            "mlperf_between_sd = 2\n"  # no probe in every session (test_intervals runs the real one)
         )
         (self.path / "systems").mkdir()
         pytester.makepyfile(test_suite=TOY_SUITE)

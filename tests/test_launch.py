@@ -92,7 +92,7 @@ def test_ranks_that_die_hang_diverge_or_cannot_be_parallel_fail_clearly(project:
     result.assert_outcomes(failed=4)
     result.stdout.fnmatch_lines([
         "*toy-fp32-dies-torchrun: torchrun exited with code 1; rank 1 failed; its last lines:*",
-        "pytest-mlperf job: toy fp32 rank 1 of 2 on cpu", "torchrun's account:", "*rank * 1 (local_rank: 1)",
+        "pytest-mlperf job: toy fp32 rank 1 of 2 on cpu, pid *", "torchrun's account:", "*rank * 1 (local_rank: 1)",
         "*exitcode * -9 *",
     ])  # fmt: skip
     result.stdout.fnmatch_lines(["*its 2 ranks were still running after 10 s and were stopped; rank 0's last lines:*"])

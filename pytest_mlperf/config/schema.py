@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..run.loadgen import Scenario
+from ..run.measure import MIN_BLOCK_S
 from ..run.precision import INFERENCE_PRECISIONS, PRECISIONS
 
 PrecisionName = Literal["fp32", "tf32", "amp", "fp16", "bf16"]
@@ -28,6 +29,7 @@ BatchPer = Literal["device", "global"]
 PositiveInt = Annotated[int, Field(gt=0)]
 Count = Annotated[int, Field(ge=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
+Seconds = Annotated[float, Field(ge=0)]
 Text = Annotated[str, Field(min_length=1)]
 
 
@@ -66,6 +68,7 @@ class PrecisionSpec(_Spec):
     warmup: Count | None = None
     repeat: PositiveInt | None = None
     number: PositiveInt | None = None
+    min_block_s: Seconds | None = None
     baseline: Baseline | None = None
 
 
@@ -96,7 +99,10 @@ class BenchmarkSpec(_Spec):
     batch_per: BatchPer = "device"  #: whether batch_size is per device or for the whole system
     warmup: Count = 10  #: steps run and discarded before measuring
     repeat: PositiveInt = 5  #: measured blocks
-    number: PositiveInt = 20  #: steps per block
+    number: PositiveInt = 20  #: steps per block, the least: more when a block would last under min_block_s
+    #: the least wall time of a measured block, whatever the host's speed (steps per block chosen from the warm-up's
+    #: step time, as timeit's autorange does); 0: `number` steps as given
+    min_block_s: Seconds = MIN_BLOCK_S
     precisions: dict[PrecisionName, PrecisionSpec] = Field(min_length=1)
     #: torch.compile the workload's models: minutes of compiling on a CPU, often faster steps on a GPU
     compile: bool = False
@@ -293,6 +299,7 @@ class RunSettings:
     options: Mapping[str, Any] = field(default_factory=dict)
     compile: bool = False
     image_run: ImageRun | None = None  #: the image's own script instead of our workload
+    min_block_s: float = 0.0  #: the least wall time of a measured block (`Plan.min_block_s`)
 
     @property
     def global_batch(self) -> int:
@@ -327,6 +334,7 @@ class System:
             options=bench.options,
             compile=bench.compile,
             image_run=bench.image_run,
+            min_block_s=bench.min_block_s if entry.min_block_s is None else entry.min_block_s,
         )
 
     def inference_settings(self, benchmark: str, scenario: str | None, precision: str) -> RunSettings:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -17,10 +16,10 @@ from ..config.matrix import Case
 from ..resources.leasing import Lease
 from ..resources.slices import Slice
 from ..run.job import TrainResult
+from .process import stop
 from .ranks import RESULT, gather, job_for, write_job
 
 TAIL_LINES = 30
-STOP_GRACE_S = 10.0
 
 
 def train_with_torchrun(
@@ -55,20 +54,6 @@ def train_with_torchrun(
     if isinstance(gathered, int):
         return _failed(f"{case.id}: rank {gathered} wrote no result", out, ranks, gathered)
     return gathered
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM to torchrun's whole process group (it and every rank), SIGKILL to what is left after a grace."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(timeout=STOP_GRACE_S)
-            return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 def failed_rank(torchrun_log: str) -> int | None:

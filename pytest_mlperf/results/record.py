@@ -19,9 +19,10 @@ from ..config.matrix import Case
 from ..run.flops import Work
 from ..run.loadgen import LoadgenRun
 from ..run.measure import Measurement
+from ..run.probe import Between
 from ..run.quality import QualityResult
 from ..run.serving import Accuracy
-from .repeats import across_runs
+from .repeats import across_runs, loadgen_interval, training_interval
 from .stats import Summary, summarize
 from .verdict import Figure, Judge, against_quality
 
@@ -46,7 +47,7 @@ class Record:
     global_batch: int
     warmup: int
     repeat: int
-    number: int
+    number: int  #: steps per block: the system file's, or more (min_block_s) as the first run chose
     unit: str
     outcome: str = ""  #: passed, failed, skipped or error
     message: str = ""  #: why it failed or was skipped
@@ -60,6 +61,10 @@ class Record:
     count: int | None = None  #: how many values the statistics rest on: blocks, or runs
     ci_low: float | None = None
     ci_high: float | None = None
+    #: what the interval rests on: the blocks of one process (widened by the host's between-process sd, or not),
+    #: the spread of N runs each in a fresh process, LoadGen runs; the verdict's message says it too
+    interval: str = ""
+    between_sd_pct: float | None = None  #: the between-process sd (% of the figure) that widened one run's interval
     seconds: float | None = None  #: measured time, warm-up excluded
     baseline: float | None = None
     tolerance: float | None = None
@@ -160,10 +165,11 @@ def build(
     loadgen: list[LoadgenRun] | None = None,
     accuracy: Accuracy | None = None,
     reported: float | None = None,
+    between: Between | None = None,
 ) -> Record:
-    """A Record of the case and, when it ran, its measurements (one per run) judged against the baseline and earlier
-    run, or its LoadGen runs (the official metric as `mean` and `unit`) and accuracy, or the one figure an image's own
-    script `reported`."""
+    """A Record of the case and, when it ran, its measurements (one per run; a single one's interval widened by
+    `between`, as its verdict was) judged against the baseline and earlier run, or its LoadGen runs (the official
+    metric as `mean` and `unit`) and accuracy, or the one figure an image's own script `reported`."""
     s = case.settings
     record = Record(
         test="",
@@ -215,11 +221,16 @@ def build(
         record.accuracy_reference, record.accuracy_ratio = accuracy.reference, accuracy.ratio
     if reported is not None:
         _summary(record, summarize([reported]))
+        record.interval = "one figure the image's script reported: no interval"
         _judge(record, judge, False)
     if not measurements:
         return record
-    summary = across_runs([m.summary() for m in measurements])
+    widened = between if len(measurements) == 1 else None
+    summary = across_runs([m.summary() for m in measurements], widened)
     _summary(record, summary)
+    record.interval = training_interval(len(measurements), widened)
+    record.between_sd_pct = widened.sd_pct if widened else None
+    record.number = measurements[0].plan.number
     record.runs = len(measurements)
     record.run_means = [m.summary().mean for m in measurements] if len(measurements) > 1 else []
     record.seconds = sum(m.seconds for m in measurements)
@@ -271,5 +282,6 @@ def _loadgen(record: Record, runs: list[LoadgenRun]) -> None:
         return
     record.metric, record.unit, record.lower_is_better = metrics[0].name, metrics[0].unit, metrics[0].lower_is_better
     _summary(record, across_runs([summarize([m.value]) for m in metrics]))
+    record.interval = loadgen_interval(len(metrics))
     record.runs = len(runs)
     record.run_means = [m.value for m in metrics] if len(metrics) > 1 else []

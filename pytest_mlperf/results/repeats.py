@@ -1,21 +1,43 @@
 """What repeated runs of one case amount to (`--runs N`, and the reruns of an inconclusive verdict): one figure with
-its interval, and one time to quality."""
+its interval, and one time to quality; and what that interval rests on."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
 
+from ..run.probe import Between
 from ..run.quality import QualityResult
-from .stats import Summary, summarize, trimmed_mean
+from .stats import Summary, summarize, trimmed_mean, widen
 
 
-def across_runs(runs: list[Summary]) -> Summary:
-    """A single run's own summary (of its blocks); of several, the summary of the runs' figures around their trimmed
-    mean: run-to-run spread is what a repeated benchmark's interval must show, not the blocks' within one run."""
+def across_runs(runs: list[Summary], between: Between | None = None) -> Summary:
+    """A single run's own summary (of its blocks), its interval widened by the host's `between`-process sd when that
+    is known; of several, the summary of the runs' figures around their trimmed mean: run-to-run spread (of runs in
+    fresh processes) is what a repeated benchmark's interval must show, not the blocks' within one run."""
     if not runs:
         raise ValueError("no runs to summarize")
-    return runs[0] if len(runs) == 1 else summarize([r.mean for r in runs], trim=True)
+    if len(runs) > 1:
+        return summarize([r.mean for r in runs], trim=True)
+    if between is None or between.sd_pct is None:
+        return runs[0]
+    return widen(runs[0], between.sd_pct)
+
+
+def training_interval(runs: int, between: Between | None) -> str:
+    """What a training figure's interval rests on, for its record and its verdict's message."""
+    if runs > 1:
+        return f"the spread of {runs} runs, each in a fresh process"
+    if between is None:
+        return "the blocks of one process only"
+    if between.sd_pct is None:
+        return f"the blocks of one process only ({between.source})"
+    return f"the blocks of one process, widened by a between-process sd of {between.sd_pct:.2g}% ({between.source})"
+
+
+def loadgen_interval(runs: int) -> str:
+    """What an inference figure's interval rests on: LoadGen runs in the test's process."""
+    return f"the spread of {runs} LoadGen runs in one process" if runs > 1 else "one LoadGen run: no interval"
 
 
 def quality_across_runs(runs: list[QualityResult]) -> QualityResult:

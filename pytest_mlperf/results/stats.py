@@ -3,6 +3,7 @@ and of repeated runs (the same, around a trimmed mean), and the suite-level figu
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import statistics
@@ -37,6 +38,17 @@ def summarize(values: list[float], trim: bool = False) -> Summary:
     half = student_t(n - 1) * sd / math.sqrt(n) if n > 1 else 0.0
     center = statistics.fmean(values)
     return Summary(mean, sd, min(values), max(values), n, center - half, center + half)
+
+
+def widen(summary: Summary, between_sd_pct: float) -> Summary:
+    """One process's summary with its interval widened by the noise between processes: a process's figure strays
+    from the host's by a process-wide offset (sd `between_sd_pct` % of the mean, taken as known: a normal quantile)
+    besides the sampling error of its blocks (the Student-t half-width), and the two independent errors add in
+    quadrature: half = sqrt(blocks_half^2 + (z * between_sd)^2). The figure and its sd stay the blocks'."""
+    centre, half = (summary.ci_low + summary.ci_high) / 2, (summary.ci_high - summary.ci_low) / 2
+    between = statistics.NormalDist().inv_cdf((1 + CONFIDENCE) / 2) * between_sd_pct / 100 * abs(summary.mean)
+    wide = math.hypot(half, between)
+    return dataclasses.replace(summary, ci_low=centre - wide, ci_high=centre + wide)
 
 
 TRIM_FROM = 4  #: repeated runs from which the fastest and slowest are dropped (Mila's report needs at least 4 runs)

@@ -28,6 +28,7 @@ from torch.nn.parallel import DistributedDataParallel
 from ..config.matrix import Case
 from ..resources.nvml import inventory
 from ..resources.peaks import peak
+from ..resources.slices import available_cpus
 from ..resources.telemetry import Sampler, Telemetry
 from ..workloads.registry import Setup
 from .events import Event, Recorder
@@ -105,7 +106,7 @@ def train(
         if data is not None:
             record.epoch_steps = getattr(trainer, "epoch_steps", None)
             quality = quality.on_real_data(record.epoch_steps)
-        plan = Plan(s.warmup, s.repeat, s.number, items_per_step=trainer.items_per_step * s.devices)
+        plan = Plan(s.warmup, s.repeat, s.number, trainer.items_per_step * s.devices, s.min_block_s)
         try:
             record.start(constants.BLOCK_START, **record.progress(0))
             loss, flops = counted(trainer.step)
@@ -116,7 +117,8 @@ def train(
                 roof.source if roof else "no peak known for this device",
             )
             with sampler or contextlib.nullcontext():
-                result.measurement = measure(trainer.step, plan, synchronizer(device), [loss], on_block)
+                agree = largest_of_ranks(device) if distribute is not None else None
+                result.measurement = measure(trainer.step, plan, synchronizer(device), [loss], on_block, agree)
             record.end(constants.BLOCK_STOP, **record.progress(result.measurement.steps))
             result.telemetry = sampler.telemetry if sampler else None
             reached = converge(trainer, quality, result.measurement.steps, record)
@@ -128,6 +130,17 @@ def train(
         reached_target = result.quality is not None and result.quality.reached
         record.end(constants.RUN_STOP, status=constants.SUCCESS if reached_target else constants.ABORTED)
     return result
+
+
+def largest_of_ranks(device: torch.device) -> Callable[[int], int]:
+    """The largest of the ranks' values: the steps per block they all time (data-parallel ranks step together)."""
+
+    def largest(value: int) -> int:
+        tensor = torch.tensor([value], device=device)
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+        return int(tensor.item())
+
+    return largest
 
 
 def environment(device: torch.device) -> dict[str, str]:
@@ -152,6 +165,7 @@ class Job:
     data: str | None = None
     compiled: bool = False
     threads: int = 0  #: torch threads (the CPU slice), 0: torch's default
+    cpus: list[int] = field(default_factory=list)  #: the cores to run on (the CPU slice's affinity), []: as started
     #: modules to import first, and the folders they are in: where a workload registered outside this package (in
     #: a user's conftest.py) comes from, so that a process of our own knows it too
     modules: list[str] = field(default_factory=list)
@@ -180,6 +194,8 @@ def main(argv: list[str]) -> int:
     sys.path[:0] = job.paths
     for module in job.modules:
         importlib.import_module(module)
+    if job.cpus and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, job.cpus)
     if job.threads:
         torch.set_num_threads(job.threads)
     if "SLURM_PROCID" in os.environ and "RANK" not in os.environ:  # a Slurm task, not started by torchrun
@@ -194,7 +210,12 @@ def main(argv: list[str]) -> int:
     data = Path(job.data) if job.data else None
     node = os.environ.get("SLURMD_NODENAME", "")
     where = f"{device} of {node}" if node else str(device)
-    print(f"pytest-mlperf job: {job.benchmark} {job.precision} rank {rank} of {world} on {where}", flush=True)
+    cpus = ",".join(map(str, available_cpus()))
+    print(
+        f"pytest-mlperf job: {job.benchmark} {job.precision} rank {rank} of {world} on {where}, "
+        f"pid {os.getpid()}, {torch.get_num_threads()} threads on cpus {cpus}",
+        flush=True,
+    )
     if world == 1:
         result = train(job.case(), device, data, job.compiled, sampler)
     else:

@@ -1,13 +1,17 @@
 """The one timing loop every workload goes through.
 
 Warm-up steps are run and discarded; then `repeat` blocks of `number` steps, each block timed with
-`time.perf_counter_ns` between two device synchronisations. Inside a block the only work besides the step itself
-is appending its (device-side) loss to a list; losses are copied to the host and checked after the block's clock
-has stopped, so a non-finite loss is caught at block granularity and reported with the exact step it appeared at.
+`time.perf_counter_ns` between two device synchronisations. With `min_block_s` a block lasts at least about that long
+whatever the host's speed: the steps per block are raised from `number` (the least) by the warm-up's fastest step
+time, as timeit's autorange sizes its loops, so a fast host does not time blocks of milliseconds, all noise. Inside a
+block the only work besides the step itself is appending its (device-side) loss to a list; losses are copied to the
+host and checked after the block's clock has stopped, so a non-finite loss is caught at block granularity and
+reported with the exact step it appeared at.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -17,6 +21,10 @@ import torch
 from torch import Tensor
 
 from ..results.stats import Summary, summarize
+
+#: the least wall time of a measured block by default (a system file's `min_block_s`): long enough that a block's
+#: figure is not the noise of a few milliseconds (chosen on the CI machine: README, "How a test measures")
+MIN_BLOCK_S = 1.0
 
 
 class NonFiniteLoss(AssertionError):
@@ -41,8 +49,15 @@ def finite_losses(losses: Sequence[Tensor], first_step: int, phase: Callable[[in
 class Plan:
     warmup: int
     repeat: int
-    number: int
+    number: int  #: steps per block: the least, before `min_block_s`; in a Measurement, the number timed
     items_per_step: int  #: the global batch: items processed by one step on all devices
+    min_block_s: float = 0.0  #: the least wall time of a block (0: `number` steps as given)
+
+    def autoranged(self, step_ns: float) -> Plan:
+        """The plan with enough steps per block for `min_block_s` at `step_ns` a step, never fewer than `number`."""
+        if self.min_block_s <= 0 or step_ns <= 0 or not math.isfinite(step_ns):
+            return self
+        return dataclasses.replace(self, number=max(self.number, math.ceil(self.min_block_s * 1e9 / step_ns)))
 
 
 @dataclass
@@ -81,10 +96,14 @@ def measure(
     sync: Callable[[], None],
     before: Sequence[Tensor] = (),
     on_block: Callable[[int, int, float, float], None] | None = None,
+    agree: Callable[[int], int] | None = None,
 ) -> Measurement:
     """Time `plan`'s blocks of `step`; `before` are the losses of steps already run (the FLOP-counting one), checked
     and counted first so that step numbers in messages and the quality budget include them. `on_block(k, blocks,
-    items/s, seconds)` hears of each block once its clock has stopped (progress)."""
+    items/s, seconds)` hears of each block once its clock has stopped (progress). With `plan.min_block_s` each warm-up
+    step is timed on its own (between synchronisations) and the steps per block chosen from the fastest (without a
+    warm-up step: `number` as given); `agree` makes data-parallel ranks, which must step together, settle on one
+    number (the largest). The result's plan has the number timed."""
     result = Measurement(plan)
 
     def phase(step: int) -> str:
@@ -99,8 +118,20 @@ def measure(
         result.losses.extend(finite_losses(losses, len(result.losses), phase))
 
     record(before)
-    record([step() for _ in range(plan.warmup)])
+    fastest = math.inf
+    warm: list[Tensor] = []
+    for _ in range(plan.warmup):
+        start = time.perf_counter_ns()
+        warm.append(step())
+        if plan.min_block_s > 0:
+            sync()
+            fastest = min(fastest, time.perf_counter_ns() - start)
+    record(warm)
     sync()
+    plan = plan.autoranged(fastest)
+    if agree is not None:
+        plan = dataclasses.replace(plan, number=agree(plan.number))
+    result.plan = plan
     for k in range(plan.repeat):
         block: list[Tensor] = []
         start = time.perf_counter_ns()
