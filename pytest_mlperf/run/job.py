@@ -76,39 +76,24 @@ def train(
     distribute: Callable[[Any], None] | None = None,
     on_block: Callable[[int, int, float, float], None] | None = None,
 ) -> TrainResult:
-    """Count one step's FLOPs, measure throughput (while `sampler` samples the hardware; `on_block` hears of each
-    block, for progress), then keep training to the
-    workload's quality target. The counted step runs before the warm-up (the counter slows it down), its loss checked
-    too. `distribute` makes a rank's trainer data-parallel. Time to quality runs, as MLPerf times it, from the first
-    touch of the training data (building the trainer, which makes or opens it) to the evaluation that reaches the
-    target. MLPerf's log events are recorded in `events` as they happen: building the trainer is inside the run (it
-    touches the data), so MLPerf's initialisation (before the run, untimed) is only the device and precision set-up."""
+    """Count one step's FLOPs and measure throughput (while `sampler` samples the hardware; `on_block` hears of each
+    block, for progress), then train a fresh model, built again with the same seed, to the workload's quality target
+    within its step budget. The counted step runs before the warm-up (the counter slows it down), its loss checked
+    too. `distribute` makes a rank's trainers data-parallel.
+
+    The quality phase starts from scratch so that neither its budget nor its outcome depends on how many steps the
+    throughput phase ran (a system file's warm-up and blocks, or blocks lengthened on a fast host). It is the MLPerf
+    run, the only phase MLPerf's log events describe: time to quality runs from the first touch of the training data
+    (building the trainer, which makes or opens it) to the evaluation that reaches the target."""
     s = case.settings
-    record = Recorder(s.global_batch)
-    record.start(constants.INIT_START)
-    record.header(case.workload.name, case.system.name)
     precision = resolve(case.precision, device)
     setup = Setup(case.preset, s.device_batch, device, precision, data, compiled)
-    quality = case.workload.quality
+    record = Recorder(s.global_batch)
     result = TrainResult(environment=environment(device), events=record.events)  # recorded into the result
     with float32_math(precision):
-        record.end(constants.INIT_STOP)
-        start = time.perf_counter()
-        record.start(constants.RUN_START)
-        trainer = case.workload.build(setup)
-        if distribute is not None:
-            try:
-                distribute(trainer)
-            except TypeError as exc:
-                result.problem = f"{case.id}: cannot train data-parallel: {exc}"
-                record.end(constants.RUN_STOP, status=constants.ABORTED)
-                return result
-        if data is not None:
-            record.epoch_steps = getattr(trainer, "epoch_steps", None)
-            quality = quality.on_real_data(record.epoch_steps)
-        plan = Plan(s.warmup, s.repeat, s.number, trainer.items_per_step * s.devices, s.min_block_s)
         try:
-            record.start(constants.BLOCK_START, **record.progress(0))
+            trainer = _build(case, setup, distribute)
+            plan = Plan(s.warmup, s.repeat, s.number, trainer.items_per_step * s.devices, s.min_block_s)
             loss, flops = counted(trainer.step)
             roof = peak(device, precision)
             result.work = Work(
@@ -119,17 +104,53 @@ def train(
             with sampler or contextlib.nullcontext():
                 agree = largest_of_ranks(device) if distribute is not None else None
                 result.measurement = measure(trainer.step, plan, synchronizer(device), [loss], on_block, agree)
-            record.end(constants.BLOCK_STOP, **record.progress(result.measurement.steps))
             result.telemetry = sampler.telemetry if sampler else None
-            reached = converge(trainer, quality, result.measurement.steps, record)
-            if reached.reached:
-                reached = dataclasses.replace(reached, time_to_target=time.perf_counter() - start)
-            result.quality = reached
+            del trainer  # its memory, before the fresh model of the quality phase is built
+            result.quality = _to_quality(case, setup, distribute, record)
         except NonFiniteLoss as exc:
             result.problem = f"{case.id}: {exc}"
-        reached_target = result.quality is not None and result.quality.reached
-        record.end(constants.RUN_STOP, status=constants.SUCCESS if reached_target else constants.ABORTED)
+        except NotDataParallel as exc:
+            result.problem = f"{case.id}: cannot train data-parallel: {exc}"
     return result
+
+
+def _to_quality(case: Case, setup: Setup, distribute: Callable[[Any], None] | None, record: Recorder) -> QualityResult:
+    """The MLPerf run: a fresh trainer trained to the workload's quality target, its events recorded by `record`
+    (also when it stops on a non-finite loss: the log then ends with an aborted run_stop)."""
+    record.start(constants.INIT_START)
+    record.header(case.workload.name, case.system.name)
+    record.end(constants.INIT_STOP)
+    start = time.perf_counter()
+    record.start(constants.RUN_START)
+    reached: QualityResult | None = None
+    try:
+        trainer = _build(case, setup, distribute)
+        quality = case.workload.quality
+        if setup.data is not None:
+            record.epoch_steps = getattr(trainer, "epoch_steps", None)
+            quality = quality.on_real_data(record.epoch_steps)
+        reached = converge(trainer, quality, 0, record)
+        if reached.reached:
+            reached = dataclasses.replace(reached, time_to_target=time.perf_counter() - start)
+        return reached
+    finally:
+        success = reached is not None and reached.reached
+        record.end(constants.RUN_STOP, status=constants.SUCCESS if success else constants.ABORTED)
+
+
+class NotDataParallel(TypeError):
+    """`distribute` refused the trainer (it has no model to wrap)."""
+
+
+def _build(case: Case, setup: Setup, distribute: Callable[[Any], None] | None) -> Any:
+    """The case's trainer, data-parallel when `distribute` is given."""
+    trainer = case.workload.build(setup)
+    if distribute is not None:
+        try:
+            distribute(trainer)
+        except TypeError as exc:
+            raise NotDataParallel(str(exc)) from None
+    return trainer
 
 
 def largest_of_ranks(device: torch.device) -> Callable[[int], int]:

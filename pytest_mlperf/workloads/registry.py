@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -50,7 +50,7 @@ class Trainer(Protocol):
 class Quality:
     metric: str  #: e.g. "top-1 accuracy"
     target: float  #: what the synthetic task must reach, in any preset
-    max_steps: int  #: training steps allowed to reach it, the measured ones included
+    max_steps: int  #: training steps allowed to reach it, from a fresh model (the measured ones do not count)
     eval_every: int = 5  #: steps between evaluations while converging
     real_target: float | None = None  #: the published target on the real dataset (e.g. MLPerf's 0.759 top-1)
     higher_is_better: bool = True
@@ -100,6 +100,15 @@ class Workload:
     dataset: str | None = None
     #: how its trained model is served in inference tests; None: not served
     serving: Serving | None = None
+    #: preset keys whose smaller values leave the synthetic task as learnable (image size, sequence length, width):
+    #: the real presets run with them on a CPU to show that every shipped case can reach its quality target
+    #: (tests/test_quality_reach.py); the batch size, data pool, class count and step budget are never reduced
+    reductions: Preset = field(default_factory=dict)
+
+    def reduced(self, preset: str) -> Preset:
+        """The named preset with `reductions` applied (only to keys it has)."""
+        values = self.presets[preset]
+        return {**values, **{k: v for k, v in self.reductions.items() if k in values}}
 
 
 _WORKLOADS: dict[str, Workload] = {}
