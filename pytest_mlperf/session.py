@@ -200,7 +200,7 @@ class MlperfSession:
         host's, measured once by the probe (in fresh processes on this worker's slice) and cached."""
         if self.between_sd is not None:
             return Between(self.between_sd, "pinned by the ini key mlperf_between_sd")
-        threads = self.slice.threads if self.slice else torch.get_num_threads()
+        threads = torch.get_num_threads()  #: the slice's in a worker, else torch's default
         key = (str(device), threads)
         if key not in self._between:
             self._between[key] = between_processes(device, threads, self.cache_dir, lease.env)

@@ -104,7 +104,7 @@ def system(
                 "warmup": 1,
                 "repeat": 3,
                 "number": 50,
-                "min_block_s": 0,  # blocks of `number` steps: milliseconds (test_measure times autoranged ones)
+                "min_block_s": 0.05,  # blocks of ~50 ms, not the few ms of 50 toy steps, which a busy host scatters
                 **bench,
                 "precisions": precisions or {"fp32": {"batch_size": 4}},
             }

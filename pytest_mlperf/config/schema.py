@@ -241,7 +241,8 @@ class SlurmSpec(_Spec):
 
 
 class LaunchSpec(_Spec):
-    """How a test on several devices starts one process (rank) per device: torchrun on this host, or Slurm."""
+    """How a test on several devices starts one process (rank) per device: torchrun on this host, or Slurm. The
+    timeout and env also hold for a one-device run in a fresh process (--runs N)."""
 
     launcher: Literal["torchrun", "slurm"] = "torchrun"
     timeout_s: PositiveFloat = 7200.0  #: the ranks of a run still going after this are killed and the test fails
