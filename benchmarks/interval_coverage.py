@@ -25,8 +25,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 def one_run(select: str, system: str, more: list[str], reports: Path) -> dict:
     """One pytest invocation of the case; its record (exactly one is expected)."""
-    argv = [sys.executable, "-m", "pytest", "suites", "-m", select, f"--system={system}", "-q", "-p", "no:cacheprovider"]
-    argv += [f"--mlperf-reports={reports}", "-o", "mlperf_plots=false", *more]
+    argv = [sys.executable, "-m", "pytest", "suites", "-m", select, f"--system={system}", "-q"]
+    argv += ["-p", "no:cacheprovider", f"--mlperf-reports={reports}", "-o", "mlperf_plots=false", *more]
     done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, check=False)
     results = reports / "latest" / "results.json"
     if not results.is_file():

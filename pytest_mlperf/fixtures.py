@@ -246,11 +246,9 @@ class Bench:
         if isinstance(result, Reported):
             verdicts = self._verdicts(Figure.exact(result.value))
         else:
-            verdicts = until_conclusive(self._judge_runs, self._run_once, self.session.reruns)
+            base, gate = until_conclusive(self._judge_runs, self._run_once, self.session.reruns)
             basis = training_interval(len(self.node.stash[MEASUREMENTS]), self.node.stash.get(BETWEEN, None))
-            verdicts = tuple(  # type: ignore[assignment]
-                v and dataclasses.replace(v, message=f"{v.message}; the interval rests on {basis}") for v in verdicts
-            )
+            verdicts = resting_on(base, basis), gate and resting_on(gate, basis)
         qualities = self.node.stash.get(QUALITIES, [])
         reached = against_quality(quality_across_runs(qualities)) if qualities else None  # none from an image's script
         failed = [v.message for v in (*verdicts, reached) if v and v.failed]
@@ -282,6 +280,11 @@ def until_conclusive(judge: Callable[[], Verdicts], rerun: Callable[[], object],
         rerun()
         verdicts = judge()
     return verdicts
+
+
+def resting_on(verdict: Verdict, basis: str) -> Verdict:
+    """The verdict, its message saying what the figure's interval rests on (`results.repeats.training_interval`)."""
+    return dataclasses.replace(verdict, message=f"{verdict.message}; the interval rests on {basis}")
 
 
 class Inconclusive(UserWarning):

@@ -22,10 +22,11 @@ def ours(client: docker.DockerClient) -> list[str]:
 
 
 def suite(pytester: pytest.Pytester, reports: Path, *args: str) -> pytest.RunResult:
-    """The real suites in a subprocess, reporting under `reports` (plots off: these tests do not look at them)."""
+    """The real suites in a subprocess, reporting under `reports` (plots off: these tests do not look at them; the
+    between-process term pinned: test_intervals runs the probe)."""
     return pytester.runpytest_subprocess(
         str(REPO / "suites"), f"--rootdir={REPO}", "-p", "no:cacheprovider",
-        "-o", "mlperf_plots=false", f"--mlperf-reports={reports}", *args,
+        "-o", "mlperf_plots=false", "-o", "mlperf_between_sd=5", f"--mlperf-reports={reports}", *args,
     )  # fmt: skip
 
 

@@ -12,9 +12,10 @@ from pytest_mlperf.results.verdict import Figure, side
 
 
 def run_suite(pytester: pytest.Pytester, reports: Path, *args: str) -> pytest.RunResult:
+    """The real suite on the cpu presets (the between-process term pinned: test_intervals runs the probe)."""
     return pytester.runpytest_subprocess(
         str(REPO / "suites"), f"--rootdir={REPO}", "-p", "no:cacheprovider", "--system=cpu",
-        f"--mlperf-reports={reports}", *args,
+        "-o", "mlperf_between_sd=5", f"--mlperf-reports={reports}", *args,
     )  # fmt: skip
 
 

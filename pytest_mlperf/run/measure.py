@@ -24,7 +24,7 @@ from ..results.stats import Summary, summarize
 
 #: the least wall time of a measured block by default (a system file's `min_block_s`): long enough that a block's
 #: figure is not the noise of a few milliseconds (chosen on the CI machine: README, "How a test measures")
-MIN_BLOCK_S = 1.0
+MIN_BLOCK_S = 0.5
 
 
 class NonFiniteLoss(AssertionError):
