@@ -47,7 +47,8 @@ class Rate:
 
     def __str__(self) -> str:
         low, high = self.interval
-        return f"{self.hits} of {self.trials} ({self.hits / self.trials:.0%}, 95% CI {low:.0%} to {high:.0%})"
+        share = self.hits / self.trials if self.trials else float("nan")
+        return f"{self.hits} of {self.trials} ({share:.0%}, 95% CI {low:.0%} to {high:.0%})"
 
 
 def session(out: Path, args: argparse.Namespace, slow: bool) -> int:
@@ -71,7 +72,7 @@ def compared(a: Path, b: Path, tolerance: float) -> list[str]:
     result = subprocess.run(argv, capture_output=True, text=True, check=False)
     if result.returncode == 2:
         raise SystemExit(f"compare {a} {b}: {result.stderr}")
-    rows = [line for line in result.stdout.splitlines() if line.startswith("| ")][2:]  # after the header and rule
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| ")][1:]  # after the header
     for row in rows:
         print(f"    {row}", flush=True)
     return [row.strip(" |").rsplit("|", 1)[1].strip() for row in rows]
@@ -101,8 +102,8 @@ def main() -> int:
         for name in order:
             session(folders[name], args, slow=name == "C")
         print(f"round {n + 1} ({' '.join(order)}): A vs B (identical code), then A vs C (slowed)", flush=True)
-        same += compared(folders["A"], folders["B"], args.tolerance)
-        slow += compared(folders["A"], folders["C"], args.tolerance)
+        same += compared(folders["A"] / "latest", folders["B"] / "latest", args.tolerance)
+        slow += compared(folders["A"] / "latest", folders["C"] / "latest", args.tolerance)
     false_alarms, caught = Rate(same.count("slower"), len(same)), Rate(slow.count("slower"), len(slow))
     print(f"\nfalse alarms on identical code: {false_alarms}; {same.count('inconclusive')} inconclusive")
     print(f"{args.slowdown:.0%} slow-downs caught: {caught}; {slow.count('inconclusive')} inconclusive, the rest ok")
