@@ -29,7 +29,7 @@ from .results import mllog
 from .results.loadgen_logs import parse_logs
 from .results.repeats import across_runs, quality_across_runs, training_interval
 from .results.stats import summarize
-from .results.verdict import Figure, Verdict, against_quality
+from .results.verdict import Figure, Judge, Roof, Verdict, Verdicts, against_quality
 from .run import job, loadgen
 from .run.flops import Work
 from .run.measure import Measurement
@@ -44,7 +44,8 @@ MEASUREMENTS = pytest.StashKey[list[Measurement]]()  #: one per run
 DEVICE = pytest.StashKey[str]()
 QUALITIES = pytest.StashKey[list[QualityResult]]()  #: one per run
 WORK = pytest.StashKey[Work]()
-DATA = pytest.StashKey[str]()
+DATA = pytest.StashKey[str]()  #: "synthetic", the real dataset's name, or "the image's own"
+DATA_DIR = pytest.StashKey[str]()  #: where the real dataset was read from
 COMPILED = pytest.StashKey[bool]()
 LOADGEN = pytest.StashKey[list[loadgen.LoadgenRun]]()  #: one per run
 ACCURACY = pytest.StashKey[Accuracy]()
@@ -140,7 +141,7 @@ def dataset(request: pytest.FixtureRequest, case: Case) -> Prepared | None:
         pytest.skip(f"{case.id}: {exc}\n(--data-dir={root})")
     except DatasetError as exc:
         pytest.fail(f"{case.id}: dataset {name!r} under --data-dir={root}: {exc}", pytrace=False)
-    request.node.stash[DATA] = f"{name} ({prepared.root})"
+    request.node.stash[DATA], request.node.stash[DATA_DIR] = name, str(prepared.root)
     return prepared
 
 
@@ -246,17 +247,17 @@ class Bench:
         if isinstance(result, Reported):
             verdicts = self._verdicts(Figure.exact(result.value))
         else:
-            base, gate = until_conclusive(self._judge_runs, self._run_once, self.session.reruns)
+            verdicts = until_conclusive(self._judge_runs, self._run_once, self.session.reruns)
             basis = training_interval(len(self.node.stash[MEASUREMENTS]), self.node.stash.get(BETWEEN, None))
-            verdicts = resting_on(base, basis), gate and resting_on(gate, basis)
+            verdicts = resting_on(verdicts, basis)
         qualities = self.node.stash.get(QUALITIES, [])
         reached = against_quality(quality_across_runs(qualities)) if qualities else None  # none from an image's script
-        failed = [v.message for v in (*verdicts, reached) if v and v.failed]
+        failed = [v.message for v in [*verdicts, reached] if v and v.failed]
         fail_on(self.case, self.device, failed + doubtful(self.node))
         warn_inconclusive(self.case, verdicts)
 
     def _verdicts(self, measured: Figure) -> Verdicts:
-        return self.session.judge(self.case)(measured, self.case.workload.unit)
+        return judge(self.node, self.case)(measured, self.case.workload.unit, roof=roof(self.case, self.node))
 
     def _judge_runs(self) -> Verdicts:
         """The runs so far: one run's blocks, their interval widened by the host's between-process sd, or several
@@ -268,23 +269,37 @@ class Bench:
         return self._verdicts(Figure.of(across_runs([m.summary() for m in runs], between)))
 
 
-Verdicts = tuple[Verdict, Verdict | None]  #: against the baseline, and against the earlier run (with --compare)
+def judge(node: pytest.Item, case: Case) -> Judge:
+    """What the test's figure is judged against (`MlperfSession.judge`), its case matched to the earlier run's with
+    what the test ran: compiled or not, on which data."""
+    return node.config.stash[SESSION].judge(case, node.stash.get(COMPILED, False), node.stash.get(DATA, "synthetic"))
+
+
+def roof(case: Case, node: pytest.Item) -> Roof | None:
+    """What turns the case's peak-fraction floor into a figure: the counted work of the test's model, if any."""
+    work = node.stash.get(WORK, None)
+    return Roof(work, case.items_per_query) if work else None
 
 
 def until_conclusive(judge: Callable[[], Verdicts], rerun: Callable[[], object], reruns: int) -> Verdicts:
     """The verdicts; while one is inconclusive, run the case once more (at most `reruns` times) and judge again."""
     verdicts = judge()
     for _ in range(reruns):
-        if not any(v and v.inconclusive for v in verdicts):
+        if not any(v.inconclusive for v in verdicts):
             break
         rerun()
         verdicts = judge()
     return verdicts
 
 
-def resting_on(verdict: Verdict, basis: str) -> Verdict:
-    """The verdict, its message saying what the figure's interval rests on (`results.repeats.training_interval`)."""
-    return dataclasses.replace(verdict, message=f"{verdict.message}; the interval rests on {basis}")
+def resting_on(verdicts: Verdicts, basis: str) -> Verdicts:
+    """The verdicts, each message saying what the figure's interval rests on (`results.repeats.training_interval`)."""
+
+    def said(verdict: Verdict) -> Verdict:
+        return dataclasses.replace(verdict, message=f"{verdict.message}; the interval rests on {basis}")
+
+    earlier = verdicts.earlier
+    return Verdicts(said(verdicts.baseline), said(verdicts.floor), said(earlier) if earlier else None)
 
 
 class Inconclusive(UserWarning):
@@ -294,7 +309,7 @@ class Inconclusive(UserWarning):
 
 def warn_inconclusive(case: Case, verdicts: Verdicts) -> None:
     for verdict in verdicts:
-        if verdict is not None and verdict.inconclusive:
+        if verdict.inconclusive:
             warnings.warn(Inconclusive(f"{case.id}: {verdict.message}"), stacklevel=2)
 
 
@@ -408,7 +423,7 @@ class Serve:
         verdicts = until_conclusive(lambda: self._verdicts(runs), lambda: self._run(predict), reruns)
         metric = runs[0].result.metric
         assert metric is not None  # _verdicts failed the test otherwise
-        fail_on(self.case, self.device, [f"{metric.name}: {v.message}" for v in verdicts if v and v.failed])
+        fail_on(self.case, self.device, [f"{metric.name}: {v.message}" for v in verdicts if v.failed])
         warn_inconclusive(self.case, verdicts)
 
     def _verdicts(self, runs: list[loadgen.LoadgenRun]) -> Verdicts:
@@ -418,7 +433,8 @@ class Serve:
                 fail_on(self.case, self.device, [f"{run.result.message}{which}\n(LoadGen logs: {run.outdir})"])
         metrics = [run.result.metric for run in runs if run.result.metric]  # a VALID run always logs its metric
         measured = Figure.of(across_runs([summarize([m.value]) for m in metrics]))
-        return self.session.judge(self.case)(measured, metrics[0].unit, metrics[0].lower_is_better)
+        judged = judge(self.node, self.case)
+        return judged(measured, metrics[0].unit, metrics[0].lower_is_better, roof(self.case, self.node))
 
     def accuracy(self) -> Accuracy:
         """LoadGen's AccuracyOnly pass over every sample, scored with the workload's metric against the held-out

@@ -64,6 +64,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "more times, until the verdict is clear; every run in a fresh process (default 0: report it as inconclusive)",
     )
     group.addoption(
+        "--inconclusive",
+        dest="mlperf_inconclusive",
+        choices=("reject", "warn"),
+        default="reject",
+        help="what an inconclusive verdict (its interval straddles the target) does to the run: reject it, so the run "
+        "exits non-zero (default), or only warn",
+    )
+    group.addoption(
         "--data-dir",
         dest="mlperf_data_dir",
         metavar="DIR",

@@ -15,6 +15,7 @@ from .fixtures import (
     BETWEEN,
     COMPILED,
     DATA,
+    DATA_DIR,
     DEVICE,
     ENVIRONMENT,
     LEASE,
@@ -28,6 +29,7 @@ from .fixtures import (
     SESSION,
     TELEMETRY,
     WORK,
+    judge,
 )
 from .resources import sysinfo
 from .results import acceptance, compare, page, scaling
@@ -71,15 +73,17 @@ class Reporter:
             if name == PROPERTY:
                 self.store.append(Record.from_dict(value))
 
-    def pytest_sessionfinish(self, exitstatus: int) -> None:
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        """Write the run's results and reports; the run's exit status becomes its acceptance verdict's
+        (`acceptance.exit_status`)."""
         if self.store.records:
             scaling.annotate(self.store.records, self.session.reference_systems())
-            run = self.session.run_info(int(exitstatus))
+            rows = self._comparison()
+            run = self.session.run_info(int(exitstatus), [r.test for r in rows if r.status == compare.ONLY_A])
+            run["exitstatus"] = acceptance.exit_status(acceptance.decide(self.store.records, run), int(exitstatus))
+            session.exitstatus = run["exitstatus"]
             self.verdict = self.store.finish(run, self.session.sd_limit, self.session.plots)
             if self.session.earlier_source:
-                rows = compare.compare(
-                    self.session.earlier_records, self.store.records, self.session.tolerance, "the earlier run"
-                )
                 table = compare.frame(rows).to_markdown(index=False, disable_numparse=True)
                 text = f"# {self.session.earlier_source} (A) vs this run (B)\n\n{table}\n\n{compare.summary(rows)}\n"
                 (self.store.dir / COMPARISON).write_text(text, encoding="utf-8")
@@ -89,6 +93,14 @@ class Reporter:
             for plugin in self.config.pluginmanager.get_plugins():
                 if isinstance(plugin, BaseReport):
                     self.config.pluginmanager.unregister(plugin)
+
+    def _comparison(self) -> list[compare.Row]:
+        """With --compare: the earlier run against this one, case by case."""
+        if not self.session.earlier_source:
+            return []
+        return compare.compare(
+            self.session.earlier_records, self.store.records, self.session.tolerance, "the earlier run"
+        )
 
     def pytest_unconfigure(self) -> None:
         if not self.store.records:
@@ -115,9 +127,8 @@ class Reporter:
     @pytest.hookimpl(optionalhook=True)
     def pytest_html_results_summary(self, prefix: list[str], session: pytest.Session) -> None:
         """The acceptance verdict and matrix first (the full acceptance report is beside it), then the results."""
-        if self.store.records:
-            verdict = acceptance.decide(self.store.records, session.exitstatus)
-            prefix.append(html_report.verdict(verdict, self.store.records))
+        if self.verdict is not None:
+            prefix.append(html_report.verdict(self.verdict, self.store.records))
             prefix.append(html_report.summary_table(self.store.records))
 
     @pytest.hookimpl(optionalhook=True)
@@ -143,14 +154,14 @@ def attach_record(item: pytest.Item, call: pytest.CallInfo[None], report: pytest
         item.stash.get(MEASUREMENTS, []),
         quality_across_runs(item.stash[QUALITIES]) if QUALITIES in item.stash else None,
         item.stash.get(WORK, None),
-        session.judge(case),
+        judge(item, case),
         item.stash.get(LOADGEN, None),
         item.stash.get(ACCURACY, None),
         item.stash[REPORTED].value if REPORTED in item.stash else None,
         item.stash.get(BETWEEN, None),
     )
     record.test = item.nodeid
-    record.data = item.stash.get(DATA, "")
+    record.data, record.data_dir = item.stash.get(DATA, "synthetic"), item.stash.get(DATA_DIR, "")
     record.compiled = item.stash.get(COMPILED, False)
     if PEAK in item.stash:
         search = item.stash[PEAK]

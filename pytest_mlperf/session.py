@@ -6,6 +6,7 @@ Built once per process at configure time; any bad input becomes a `pytest.UsageE
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import platform
@@ -73,6 +74,7 @@ class MlperfSession:
     between_sd: float | None = None
     cache_dir: Path = field(default_factory=default_cache_dir)  #: ini mlperf_cache_dir: host measurements kept
     _between: dict[tuple[str, int], Between] = field(default_factory=dict)  #: the probe's, per device kind and threads
+    inconclusive: str = "reject"  #: --inconclusive: whether an inconclusive figure rejects the run or only warns
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> MlperfSession:
@@ -87,6 +89,7 @@ class MlperfSession:
         args = list(config.invocation_params.args)
         session = cls(systems=systems, problem=problem, tolerance=tolerance, args=args, system_dirs=dirs)
         session.runs, session.reruns = runs, reruns
+        session.inconclusive = config.getoption("mlperf_inconclusive")
         session.plots = bool(config.getini("mlperf_plots"))
         try:
             session.sd_limit = float(config.getini("mlperf_sd_limit"))
@@ -209,11 +212,14 @@ class MlperfSession:
     def runs_in_container(self, case: Case) -> bool:
         return (self.runner or case.system.spec.runner) == "container"
 
-    def judge(self, case: Case) -> Judge:
-        """What the case's figure is judged against: its baseline and, with --compare, the earlier run's figure."""
-        return Judge(case.settings.baseline, self.earlier.get(case.key), self.tolerance, self.earlier_source)
+    def judge(self, case: Case, compiled: bool, data: str) -> Judge:
+        """What the case's figure is judged against: its baseline, its peak-fraction floor and, with --compare, the
+        earlier run's figure of the same case (compiled or not, on the same data)."""
+        s, earlier = case.settings, self.earlier.get(case.key(compiled, data))
+        return Judge(s.baseline, s.floor, earlier, self.tolerance, self.earlier_source)
 
-    def run_info(self, exitstatus: int) -> dict[str, object]:
+    def run_info(self, exitstatus: int, missing: list[str]) -> dict[str, object]:
+        """The run as results.json records it; `missing`: the --compare run's cases that did not run here."""
         return {
             "run_id": self.store.run_id if self.store else "",
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.started)),
@@ -222,12 +228,15 @@ class MlperfSession:
             "args": self.args,
             "systems": [s.name for s in self.systems or []],
             "compare": self.earlier_source,
+            "missing": missing,
             "tolerance": self.tolerance,
+            "inconclusive": self.inconclusive,
             "runs": self.runs,
             "torch": str(torch.__version__),
             "python": platform.python_version(),
             "host": socket.gethostname(),
             "system_info": self.system_info,
+            "system_files": {s.name: digest(s.path) for s in self.systems or []},
         }
 
 
@@ -261,6 +270,14 @@ def _between_sd(value: str) -> float | None:
     if not 0 <= pinned < 100:
         raise pytest.UsageError(f"ini mlperf_between_sd: expected a percentage in [0, 100), e.g. 5; got {value!r}")
     return pinned
+
+
+def digest(path: Path) -> str:
+    """A system file's content, as a gate compares it between runs: its SHA-256 (unreadable: why)."""
+    try:
+        return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError as exc:
+        return f"unreadable: {exc.strerror}"
 
 
 def _earlier(path: Path) -> list[Record]:

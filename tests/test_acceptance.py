@@ -6,33 +6,45 @@ import pytest
 from helpers import baseline, record, system
 from PIL import Image
 
-from pytest_mlperf.results.acceptance import ACCEPTED, REJECTED, decide, matrix
+from pytest_mlperf.results.acceptance import ACCEPTED, EXIT_REJECTED, REJECTED, decide, exit_status, matrix
 
 
-def test_accepted_only_when_every_test_passed_clearly() -> None:
+def test_accepted_only_when_every_test_passed_clearly_against_a_target() -> None:
     passed = record("resnet50", outcome="passed", baseline_status="met")
-    unjudged = record("bert", outcome="passed", baseline_status="no baseline")
-    verdict = decide([passed, unjudged], exitstatus=0)
+    floored = record("bert", outcome="passed", baseline_status="no baseline", floor_status="met")
+    accuracy = record("bert", outcome="passed", mode="accuracy")  # judged on accuracy, not a figure
+    verdict = decide([passed, floored, accuracy], {"exitstatus": 0})
     assert verdict.verdict == ACCEPTED and not verdict.reasons
-    assert verdict.notes == [
-        "1 of 2 tests have no baseline for their system: judged on completing, quality and LoadGen validity only"
-    ]
     for spoiler, why in [
         (record("ssd", outcome="failed", message="Failed: ssd-amp-a100: measured 1 img/s is below"), "failed: ssd"),
         (record("ssd", outcome="error", message="dataset broken"), "error: dataset broken"),
         (record("ssd", outcome="skipped", message="coco missing"), "skipped: coco missing"),
         (record("ssd", outcome="passed", earlier_status="inconclusive"), "inconclusive: its 95% interval straddles"),
+        (record("ssd", outcome="passed", floor_status="inconclusive"), "inconclusive: its 95% interval straddles"),
+        (record("ssd", outcome="passed", baseline_status="no baseline", floor_status="no floor"), "no target"),
+        (record("ssd", outcome="passed", baseline_status="no baseline", floor_status="no roof"), "no target"),
     ]:
         verdict = decide([passed, spoiler])
         assert verdict.verdict == REJECTED and verdict.reasons[0][0] == "ssd-amp-a100"
         assert verdict.reasons[0][1].startswith(why), verdict.reasons
+        assert exit_status(verdict, pytest.ExitCode.OK) == EXIT_REJECTED
+        assert exit_status(verdict, pytest.ExitCode.TESTS_FAILED) == pytest.ExitCode.TESTS_FAILED
     assert decide([]).reasons == [("", "no test ran")]
-    assert decide([passed], exitstatus=pytest.ExitCode.INTERRUPTED).verdict == REJECTED
+    assert decide([passed], {"exitstatus": pytest.ExitCode.INTERRUPTED}).verdict == REJECTED
+    assert exit_status(decide([passed]), pytest.ExitCode.OK) == pytest.ExitCode.OK
+    missing = decide([passed], {"missing": ["ncf-amp-a100"], "compare": "old/results.json"})
+    assert missing.reasons == [("ncf-amp-a100", "missing: in the earlier run (old/results.json), not in this one")]
+
+
+def test_inconclusive_figures_only_warn_when_the_run_says_so() -> None:
+    unclear = record("ssd", outcome="passed", baseline_status="inconclusive")
+    verdict = decide([unclear], {"inconclusive": "warn"})
+    assert verdict.verdict == ACCEPTED and verdict.notes[0].startswith("1 tests were inconclusive")
 
 
 def test_the_matrix_is_benchmark_by_precision_per_system() -> None:
     records = [
-        record("resnet50", precision="fp32", outcome="passed", baseline_ratio=1.2),
+        record("resnet50", precision="fp32", outcome="passed", baseline_status="met", baseline_ratio=1.2),
         record("resnet50", precision="amp", outcome="failed"),
         record("resnet50", precision="amp", system="v100", outcome="skipped", mean=None),
         record("bert", precision="amp", outcome="passed", earlier_status="inconclusive"),

@@ -24,7 +24,7 @@ def saved(root: Path, run_id: str, *records: Any, **run: Any) -> Path:
     return store.dir
 
 
-def test_compare_prints_each_case_and_fails_on_a_clear_regression(tmp_path: Path, capsys) -> None:
+def test_compare_prints_each_case_and_fails_on_a_regression(tmp_path: Path, capsys) -> None:
     a = saved(
         tmp_path,
         "a",
@@ -33,6 +33,8 @@ def test_compare_prints_each_case_and_fails_on_a_clear_regression(tmp_path: Path
         record("ssd", mean=100.0, ci_low=60.0, ci_high=140.0),
         record("gnmt", mean=50.0),
         record("ncf", mean=10.0),
+        record("dcgan", mean=10.0),
+        record("vae", mean=10.0),
     )
     b = saved(
         tmp_path,
@@ -41,6 +43,8 @@ def test_compare_prints_each_case_and_fails_on_a_clear_regression(tmp_path: Path
         record("bert", mean=400.0, ci_low=395.0, ci_high=405.0),  # clearly 20% slower
         record("ssd", mean=94.0, ci_low=70.0, ci_high=118.0),  # intervals too wide to tell
         record("gnmt", mean=None, outcome="failed"),
+        record("dcgan", mean=12.0, outcome="failed"),  # faster, then failed (e.g. on quality): a regression
+        record("vae", mean=None, outcome="skipped"),
         record("dlrm", mean=7.0),
     )
     assert main(["compare", str(a), str(b)]) == 1
@@ -49,11 +53,48 @@ def test_compare_prints_each_case_and_fails_on_a_clear_regression(tmp_path: Path
     assert "| 1.010 " in lines["resnet50-amp-a100"] and lines["resnet50-amp-a100"].rstrip("| ").endswith("ok")
     assert "| 0.800 " in lines["bert-amp-a100"] and "slower" in lines["bert-amp-a100"]
     assert "inconclusive" in lines["ssd-amp-a100"]
-    assert "failed in B" in lines["gnmt-amp-a100"]
+    assert "failed in B" in lines["gnmt-amp-a100"] and "failed in B" in lines["dcgan-amp-a100"]
+    assert "skipped in B" in lines["vae-amp-a100"]
     assert "only in A" in lines["ncf-amp-a100"] and "only in B" in lines["dlrm-amp-a100"]
-    assert "1 ok, 1 slower, 1 inconclusive, 1 failed in B, 1 only in A, 1 only in B" in out
-    assert "regressions: bert-amp-a100, gnmt-amp-a100" in out
-    assert main(["compare", str(a), str(a)]) == 0  # a run against itself: nothing regressed
+    assert "1 ok, 1 slower, 1 inconclusive, 2 failed in B, 1 skipped in B, 1 only in A, 1 only in B" in out
+    assert (
+        "regressions: bert-amp-a100 (slower), gnmt-amp-a100 (failed in B), dcgan-amp-a100 (failed in B), "
+        "vae-amp-a100 (skipped in B), ncf-amp-a100 (only in A)"
+    ) in out
+    assert main(["compare", str(a), str(a)]) == 3  # against itself: nothing regressed, ssd too noisy to say
+
+
+def test_compare_exits_3_when_inconclusive_unless_told_to_warn(tmp_path: Path, capsys) -> None:
+    a = saved(tmp_path, "a", record("ssd", mean=100.0, ci_low=60.0, ci_high=140.0))
+    b = saved(tmp_path, "b", record("ssd", mean=94.0, ci_low=70.0, ci_high=118.0))
+    assert main(["compare", str(a), str(b)]) == 3
+    assert main(["compare", str(a), str(b), "--inconclusive", "warn"]) == 0
+
+
+def test_the_ratio_interval_weighs_both_runs_errors_once(tmp_path: Path, capsys) -> None:
+    """Two runs whose intervals overlap can still differ clearly: 10% slower, each figure +-2%."""
+    a = saved(tmp_path, "a", record("bert", mean=100.0, ci_low=98.0, ci_high=102.0))
+    b = saved(tmp_path, "b", record("bert", mean=90.0, ci_low=88.2, ci_high=91.8))
+    assert main(["compare", str(a), str(b), "--tolerance", "0.05"]) == 1
+    assert "slower" in capsys.readouterr().out
+
+
+def test_compare_says_what_changed_and_warns_when_the_hosts_differ(tmp_path: Path, capsys) -> None:
+    image = {"container_image": "nvidia/pytorch:22.10-py3", "image_digest": "sha256:aaa"}
+    a = saved(
+        tmp_path, "a", record(mean=1000.0, environment=image), host="box1",
+        system_info={"driver": "535.54", "cuda": "12.2", "torch": "2.1.0"}, system_files={"a100": "sha256:111"},
+    )  # fmt: skip
+    b = saved(
+        tmp_path, "b", record(mean=1000.0, environment={**image, "image_digest": "sha256:bbb"}), host="box2",
+        system_info={"driver": "550.90", "cuda": "12.2", "torch": "2.1.0"}, system_files={"a100": "sha256:222"},
+    )  # fmt: skip
+    assert main(["compare", str(a), str(b)]) == 0
+    out = capsys.readouterr().out
+    assert "host: box1 -> box2" in out and "driver: 535.54 -> 550.90" in out and "cuda:" not in out
+    assert "container images: nvidia/pytorch:22.10-py3 (sha256:aaa) -> nvidia/pytorch:22.10-py3 (sha256:bbb)" in out
+    assert "system file a100: sha256:111 -> sha256:222" in out
+    assert "warning: A ran on 'box1', B on 'box2'" in out
 
 
 def test_compare_reads_a_results_json_and_refuses_bad_input(tmp_path: Path, capsys) -> None:
@@ -68,7 +109,9 @@ def test_compare_reads_a_results_json_and_refuses_bad_input(tmp_path: Path, caps
 
 
 def test_report_writes_a_run_again_from_its_results(tmp_path: Path, capsys) -> None:
-    run = saved(tmp_path, "a", record(mean=1000.0, outcome="passed", baseline=900.0, tolerance=0.1))
+    run = saved(
+        tmp_path, "a", record(mean=1000.0, outcome="passed", baseline=900.0, tolerance=0.1, baseline_status="met")
+    )
     for name in ("acceptance.html", "results.md", "pivot.csv"):
         (run / name).unlink()
     assert main(["report", str(run)]) == 0

@@ -42,6 +42,38 @@ def test_all_shipped_systems_collect_under_strict_markers(pytester: pytest.Pytes
     )
 
 
+def test_every_shipped_case_has_its_own_id_and_key() -> None:
+    """Ids name one row of a run's results (training, each scenario, the accuracy pass), and keys match one case
+    across runs: no two cases of the shipped systems share either."""
+    from pytest_mlperf.config.matrix import expand
+    from pytest_mlperf.config.schema import load_system
+
+    systems = [load_system(path) for path in sorted((REPO / "systems").glob("*.yaml"))]
+    cases = [
+        *expand("training", [], systems),
+        *expand("inference", [], systems),
+        *expand("inference", [], systems, accuracy=True),
+    ]
+    ids, keys = [c.id for c in cases], [c.key(False, "synthetic") for c in cases]
+    assert len(set(ids)) == len(ids) and len(set(keys)) == len(keys)
+    assert {"resnet50-fp32-cpu", "resnet50-accuracy-fp32-cpu", "resnet50-offline-fp32-cpu"} <= set(ids)
+
+
+def test_a_record_carries_its_case_key() -> None:
+    """An earlier run's record is found by the key the session builds from the case: the two must agree field for
+    field (training and inference, compiled, on real data)."""
+    from pytest_mlperf.config.matrix import expand
+    from pytest_mlperf.config.schema import load_system
+    from pytest_mlperf.results.record import build
+    from pytest_mlperf.results.verdict import Judge
+
+    cpu = load_system(REPO / "systems" / "cpu.yaml")
+    for case in [*expand("training", ["resnet50"], [cpu]), *expand("inference", ["resnet50"], [cpu])]:
+        record = build(case, "cpu", [], None, None, Judge(None))
+        record.compiled, record.data = True, "imagenet"
+        assert record.key == case.key(True, "imagenet"), case.id
+
+
 def test_marks_on_each_case(project) -> None:
     project.add_system(system(precisions={"fp32": {"batch_size": 4}, "bf16": {"batch_size": 4}}))
     project.pytester.makepyfile(

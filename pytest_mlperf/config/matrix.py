@@ -18,7 +18,7 @@ TASKS = ("training", "inference")
 
 @dataclass(frozen=True)
 class Case:
-    """One test's coordinates; results and baselines are matched by `key`, never by pytest node id."""
+    """One test's coordinates; results are matched across runs by `key`, never by pytest node id."""
 
     task: str
     workload: Workload
@@ -44,13 +44,22 @@ class Case:
         return self.scenario.name if self.scenario and self.scenario.mode == "performance" else ""
 
     @property
+    def items_per_query(self) -> int:
+        """The samples one query carries: MultiStream's samples per query, else 1 (a latency's items)."""
+        scenario = self.scenario
+        return scenario.multi_stream_samples_per_query if scenario and scenario.name == "multistream" else 1
+
+    @property
     def mode(self) -> str:
         """performance or accuracy for inference, empty for training."""
         return self.scenario.mode if self.scenario else ""
 
     @property
     def id(self) -> str:
-        parts = (self.benchmark, self.performance, self.precision, self.system.name, self.launcher, self.knob_text)
+        """Unique in a run: an inference case names its scenario or `accuracy`, which a training case never does, so
+        `resnet50-fp32-cpu` (training) and `resnet50-accuracy-fp32-cpu` name different rows."""
+        task = self.performance or ("accuracy" if self.mode == "accuracy" else "")
+        parts = (self.benchmark, task, self.precision, self.system.name, self.launcher, self.knob_text)
         return "-".join(filter(None, parts))
 
     @property
@@ -59,11 +68,16 @@ class Case:
         return ",".join(f"{name}={value}" for name, value in self.knobs)
 
     @property
-    def key(self) -> tuple[str, str, str, int, int, str, str, str]:
-        s = self.settings
-        scenario = self.scenario.name if self.scenario else ""
-        system = self.system.name
-        return (self.benchmark, self.precision, system, s.global_batch, s.devices, scenario, self.mode, self.knob_text)
+    def global_batch(self) -> int:
+        """The items of one step on all devices; for inference, the most samples the SUT batches."""
+        return self.scenario.max_batch if self.scenario else self.settings.global_batch
+
+    def key(self, compiled: bool, data: str) -> tuple[str | int | bool, ...]:
+        """What matches the case's result to another run's: every field that changes what is measured (results.record's
+        KEY_FIELDS, in that order), given whether the models were compiled and which data they trained on."""
+        s, scenario = self.settings, self.scenario.name if self.scenario else ""
+        fields = (self.task, self.benchmark, self.precision, self.system.name, s.preset, self.global_batch, s.devices)
+        return (*fields, scenario, self.mode, self.knob_text, compiled, data)
 
     @property
     def marks(self) -> tuple[str, ...]:

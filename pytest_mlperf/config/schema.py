@@ -62,6 +62,15 @@ class MetricBaseline(_Spec):
     source: Text
 
 
+class PeakFraction(_Spec):
+    """A floor stated as a fraction of the device's peak FLOP/s at the precision's math (measured on a CPU under the
+    run's own conditions, the datasheet's on a GPU): it travels between hosts of different speed, so a healthy host
+    of any speed passes while a build several times slower than it should be fails."""
+
+    value: Annotated[float, Field(gt=0, lt=1)]
+    source: Text  #: how it was set: the runs it was derived from, and the margin left below them
+
+
 class PrecisionSpec(_Spec):
     batch_size: PositiveInt
     batch_per: BatchPer | None = None  #: overrides the benchmark's
@@ -70,6 +79,7 @@ class PrecisionSpec(_Spec):
     number: PositiveInt | None = None
     min_block_s: Seconds | None = None
     baseline: Baseline | None = None
+    peak_fraction: PeakFraction | None = None  #: overrides the benchmark's
 
 
 class ImageRun(_Spec):
@@ -110,6 +120,7 @@ class BenchmarkSpec(_Spec):
     options: dict[str, Any] = Field(default_factory=dict)
     #: run the system image's own script for this benchmark instead of our workload (needs `container`)
     image_run: ImageRun | None = None
+    peak_fraction: PeakFraction | None = None  #: the floor of every precision without one of its own
 
 
 class _ScenarioSpec(_Spec):
@@ -119,6 +130,7 @@ class _ScenarioSpec(_Spec):
     min_duration_ms: PositiveInt
     min_query_count: PositiveInt
     baselines: dict[InferencePrecisionName, MetricBaseline] = Field(default_factory=dict)  #: per precision
+    peak_fractions: dict[InferencePrecisionName, PeakFraction] = Field(default_factory=dict)  #: floors per precision
     #: the precisions this scenario runs in (default: all the entry's), e.g. none of the slow ones in MultiStream
     precisions: list[InferencePrecisionName] | None = None
     UNIT: ClassVar[str] = "samples/s"  #: of the scenario's official metric
@@ -297,6 +309,7 @@ class RunSettings:
     repeat: int
     number: int
     baseline: Baseline | MetricBaseline | None
+    floor: PeakFraction | None = None  #: the peak-fraction floor
     options: Mapping[str, Any] = field(default_factory=dict)
     compile: bool = False
     image_run: ImageRun | None = None  #: the image's own script instead of our workload
@@ -332,6 +345,7 @@ class System:
             repeat=entry.repeat or bench.repeat,
             number=entry.number or bench.number,
             baseline=entry.baseline,
+            floor=entry.peak_fraction or bench.peak_fraction,
             options=bench.options,
             compile=bench.compile,
             image_run=bench.image_run,
@@ -344,7 +358,8 @@ class System:
         entry = self.spec.inference[benchmark]
         spec = getattr(entry.scenarios, scenario) if scenario else None
         baseline = spec.baselines.get(precision) if spec else None
-        return RunSettings(entry.preset, 1, "global", self.spec.accelerator.count, 0, 1, 1, baseline)
+        floor = spec.peak_fractions.get(precision) if spec else None
+        return RunSettings(entry.preset, 1, "global", self.spec.accelerator.count, 0, 1, 1, baseline, floor)
 
     def scenario(self, benchmark: str, name: str | None) -> Scenario:
         """LoadGen's settings for scenario `name` of an inference entry; None: the accuracy pass, which LoadGen runs

@@ -247,8 +247,9 @@ class Sampler:
         while True:
             ending = self._stop.wait(max(0.0, due - time.perf_counter()))
             # At the end, one closing sample covers the time since the previous one, so that a phase shorter than
-            # an interval is described too; unless that time is too short for a utilisation to mean anything.
-            if ending and time.perf_counter() - last < CLOSING_MIN_S:
+            # an interval is described too; unless that time is too short for a utilisation to mean anything and an
+            # earlier sample describes the phase already (every phase gets one, however fast the host ran it).
+            if ending and self._samples and time.perf_counter() - last < CLOSING_MIN_S:
                 return
             try:
                 self.sample()

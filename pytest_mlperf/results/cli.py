@@ -1,6 +1,6 @@
 """`pytest-mlperf`: what can be said from saved results without running anything again.
 
-pytest-mlperf compare A B [--tolerance F]     B against A per case; exit 1 on a clear regression
+pytest-mlperf compare A B [--tolerance F]     B against A per case; exit 1 on a regression, 3 when inconclusive
 pytest-mlperf report RUN... [--out DIR] [--reference SYSTEM]
                                               tables, plots and the acceptance report, again
 """
@@ -41,6 +41,12 @@ def parser() -> argparse.ArgumentParser:
     cmp.add_argument("a", type=Path, metavar="A", help="the earlier run: its folder or results.json")
     cmp.add_argument("b", type=Path, metavar="B", help="the later run: its folder or results.json")
     cmp.add_argument("--tolerance", type=float, default=0.05, help="allowed slowdown (default 0.05)")
+    cmp.add_argument(
+        "--inconclusive",
+        choices=("reject", "warn"),
+        default="reject",
+        help="an inconclusive comparison with no regression exits 3 (reject, default) or 0 (warn)",
+    )
     cmp.set_defaults(command=run_compare, name="compare")
     rep = commands.add_parser("report", help="write the tables, plots and acceptance report of saved runs again")
     rep.add_argument("runs", type=Path, nargs="+", metavar="RUN", help="run folders or results.json files")
@@ -60,19 +66,33 @@ def load(path: Path) -> tuple[dict[str, Any], list[Record]]:
         raise CliError(f"{path}: not a pytest-mlperf results.json ({exc!r})") from None
 
 
+EXIT_REGRESSED, EXIT_INCONCLUSIVE = 1, 3  #: compare's exit statuses (2: bad input)
+
+
 def run_compare(args: argparse.Namespace) -> int:
+    """Exit 1 when a case regressed (clearly slower, failed, skipped or missing in B), else 3 when a comparison was
+    inconclusive (unless --inconclusive=warn), else 0."""
     if not 0 <= args.tolerance < 1:
         raise CliError(f"--tolerance must be a fraction in [0, 1), e.g. 0.05; got {args.tolerance}")
     (run_a, a), (run_b, b) = load(args.a), load(args.b)
     rows = compare.compare(a, b, args.tolerance)
     print(f"A: {args.a} (run {run_a.get('run_id', '?')})\nB: {args.b} (run {run_b.get('run_id', '?')})")
-    print(f"tolerance {args.tolerance:.0%}; a verdict is clear only when both runs' 95% intervals agree\n")
+    changes = compare.environment_changes(run_a, a, run_b, b)
+    print("what changed between A and B:" + "".join(f"\n  {line}" for line in changes) if changes else "no change")
+    if run_a.get("host") != run_b.get("host"):
+        print(f"warning: A ran on {run_a.get('host')!r}, B on {run_b.get('host')!r}: different hosts differ in speed")
+    print()
+    print(
+        f"\ntolerance {args.tolerance:.0%}: a verdict is clear only when the whole 95% interval of B/A is on one side"
+    )
     print(compare.frame(rows).to_markdown(index=False, disable_numparse=True))
-    regressed = [r.test for r in rows if r.regressed]
+    regressed = [f"{r.test} ({r.status})" for r in rows if r.regressed]
     print(f"\n{compare.summary(rows)}")
     if regressed:
         print(f"regressions: {', '.join(regressed)}")
-    return 1 if regressed else 0
+        return EXIT_REGRESSED
+    inconclusive = any(r.status == compare.INCONCLUSIVE for r in rows)
+    return EXIT_INCONCLUSIVE if inconclusive and args.inconclusive == "reject" else 0
 
 
 def run_report(args: argparse.Namespace) -> int:

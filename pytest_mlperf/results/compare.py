@@ -1,28 +1,34 @@
 """Run against run: each case's figure in B over its figure in A, matched by the case's fields (never the node id),
-with the regression gate's verdict, which weighs both runs' intervals. `pytest-mlperf compare` prints it; a run with
---compare writes it beside its results."""
+with the regression gate's verdict on the ratio's interval, and what changed between the two runs' environments.
+`pytest-mlperf compare` prints it; a run with --compare writes it beside its results and fails what regressed.
+
+A gate is only sound when nothing slips through: a case of A that is missing from B, skipped in B, or failed in B
+(whatever figure it measured before failing) counts as a regression, as a clearly slower figure does.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from statistics import fmean
+from typing import Any
 
 import pandas as pd
 
 from .record import Key, Record, figure
 from .verdict import INCONCLUSIVE, OK, SLOWER, Figure, against_earlier
 
-FAILED, ONLY_A, ONLY_B = "failed in B", "only in A", "only in B"
-REGRESSIONS = (SLOWER, FAILED)  #: what makes `pytest-mlperf compare` exit non-zero
+FAILED, SKIPPED, ONLY_A, ONLY_B, NEW = "failed in B", "skipped in B", "only in A", "only in B", "no figure in A"
+STATUSES = (OK, SLOWER, INCONCLUSIVE, FAILED, SKIPPED, ONLY_A, ONLY_B, NEW)
+REGRESSIONS = (SLOWER, FAILED, SKIPPED, ONLY_A)  #: what makes `pytest-mlperf compare` exit 1
 
 
 def figures_by_key(records: Sequence[Record]) -> dict[Key, Figure]:
-    """Each case's figure and interval; repeated cases are averaged, their intervals joined; LoadGen runs judged
-    INVALID are left out."""
+    """Each case's figure and interval from the tests that passed (repeated cases averaged, their intervals joined);
+    a failed test's figure, or a LoadGen run judged INVALID, is no figure to compare with."""
     figures: dict[Key, list[Figure]] = {}
     for r in records:
-        if r.mean is not None and r.validity != "INVALID":
+        if r.mean is not None and r.validity != "INVALID" and r.outcome in ("passed", ""):
             figures.setdefault(r.key, []).append(figure(r))
     return {
         key: Figure(fmean(f.value for f in fs), min(f.low for f in fs), max(f.high for f in fs))
@@ -37,7 +43,7 @@ class Row:
     a: Figure | None
     b: Figure | None
     ratio: float | None  #: b / a
-    status: str  #: ok, slower, inconclusive, failed in B, only in A, only in B
+    status: str  #: one of STATUSES
 
     @property
     def regressed(self) -> bool:
@@ -50,21 +56,29 @@ def compare(a: Sequence[Record], b: Sequence[Record], tolerance: float, label: s
     first: dict[Key, Record] = {}
     for r in [*b, *a]:
         first.setdefault(r.key, r)
-    in_a, in_b = {r.key for r in a}, {r.key for r in b}
+    outcomes_b: dict[Key, set[str]] = {}
+    for r in b:
+        outcomes_b.setdefault(r.key, set()).add(r.outcome)
+    in_a = {r.key for r in a}
     rows = []
     for key, r in first.items():
         before, after = fa.get(key), fb.get(key)
+        outcomes = outcomes_b.get(key)
         if key not in in_a:
-            rows.append(Row(r.id, r.unit, None, after, None, ONLY_B))
-        elif key not in in_b:
-            rows.append(Row(r.id, r.unit, before, None, None, ONLY_A))
-        elif after is None:
-            rows.append(Row(r.id, r.unit, before, None, None, FAILED if before is not None else ONLY_A))
+            status = ONLY_B
+        elif outcomes is None:
+            status = ONLY_A
+        elif outcomes & {"failed", "error"}:
+            status = FAILED
+        elif "skipped" in outcomes or after is None:
+            status = SKIPPED if "skipped" in outcomes else FAILED
         elif before is None:
-            rows.append(Row(r.id, r.unit, None, after, None, ONLY_B))
+            status = NEW
         else:
             verdict = against_earlier(after, r.unit, before, tolerance, label, bool(r.lower_is_better))
             rows.append(Row(r.id, r.unit, before, after, verdict.ratio, verdict.status))
+            continue
+        rows.append(Row(r.id, r.unit, before, after, None, status))
     return rows
 
 
@@ -89,5 +103,39 @@ def frame(rows: Sequence[Row]) -> pd.DataFrame:
 
 
 def summary(rows: Sequence[Row]) -> str:
-    counts = {s: sum(r.status == s for r in rows) for s in (OK, SLOWER, INCONCLUSIVE, FAILED, ONLY_A, ONLY_B)}
+    counts = {s: sum(r.status == s for r in rows) for s in STATUSES}
     return ", ".join(f"{n} {s}" for s, n in counts.items() if n) or "nothing to compare"
+
+
+#: what a gate on a new driver, container or host asks changed: the run's system information and software
+ENVIRONMENT = ("host", "driver", "cuda", "cudnn", "nccl", "torch", "python", "gpus", "cpu", "kernel", "container")
+
+
+def environment_changes(
+    run_a: Mapping[str, Any], a: Sequence[Record], run_b: Mapping[str, Any], b: Sequence[Record]
+) -> list[str]:
+    """What differs between the two runs' environments, one line each: the session's system information, the
+    container images (and their digests) the results ran in, and the system files' contents."""
+    lines = []
+    info_a, info_b = _environment(run_a, a), _environment(run_b, b)
+    for name in dict.fromkeys([*info_a, *info_b]):
+        if info_a.get(name) != info_b.get(name):
+            lines.append(f"{name}: {info_a.get(name, '(not recorded)')} -> {info_b.get(name, '(not recorded)')}")
+    return lines
+
+
+def _environment(run: Mapping[str, Any], records: Sequence[Record]) -> dict[str, str]:
+    info = {name: str(run.get("system_info", {}).get(name, run.get(name, ""))) for name in ENVIRONMENT}
+    info = {name: value for name, value in info.items() if value}
+    images = sorted(
+        {
+            f"{e['container_image']} ({e.get('image_digest', '')})"
+            for r in records
+            if (e := r.environment).get("container_image")
+        }
+    )
+    if images:
+        info["container images"] = ", ".join(images)
+    for name, digest in sorted(run.get("system_files", {}).items()):
+        info[f"system file {name}"] = digest
+    return info

@@ -32,15 +32,23 @@ def throughput_cell(record: Record | None) -> str:
 
 
 def baseline_cell(record: Record | None) -> str:
-    if record is None or not record.baseline_status:
+    """The figure's verdicts against its baseline and its peak-fraction floor, each with its ratio."""
+    if record is None:
         return '<td class="col-baseline"></td>'
-    ratio = "" if record.baseline_ratio is None else f" ({record.baseline_ratio:.2f}x)"
-    return f'<td class="col-baseline">{html.escape(record.baseline_status)}{ratio}</td>'
+    judged = [
+        f"{target} {status}" + ("" if ratio is None else f" ({ratio:.2f}x)")
+        for target, status, ratio in (
+            ("baseline", record.baseline_status, record.baseline_ratio),
+            ("floor", record.floor_status, record.floor_ratio),
+        )
+        if status
+    ]
+    return f'<td class="col-baseline">{html.escape("; ".join(judged))}</td>'
 
 
 HEADER = [
     '<th class="sortable" data-column-type="throughput">Throughput</th>',
-    '<th class="sortable" data-column-type="baseline">vs baseline</th>',
+    '<th class="sortable" data-column-type="baseline">vs targets</th>',
 ]
 
 

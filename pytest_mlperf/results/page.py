@@ -28,7 +28,8 @@ header.verdict ul { margin: .5em 0 0; } header.verdict p { margin: .3em 0 0; }
 table.matrix { border-collapse: collapse; margin: .5em 0; }
 table.matrix th, table.matrix td { border: 1px solid #ccc; padding: .25em .6em; }
 table.matrix td.passed { background: #c9ecd1; } table.matrix td.failed, table.matrix td.error { background: #f4c4c8; }
-table.matrix td.inconclusive { background: #fde9b5; } table.matrix td.skipped { background: #e4e4e4; }
+table.matrix td.inconclusive, table.matrix td.no-target { background: #fde9b5; }
+table.matrix td.skipped { background: #e4e4e4; }
 """
 STYLE = (
     VERDICT_STYLE
@@ -116,7 +117,7 @@ def matrix_html(records: Sequence[Record]) -> str:
             for column in columns:
                 state, text = cells.get((row, column), ("missing", ""))
                 label = f"{state}<br>{_e(text)}" if text else state
-                tds += f"<td class='{_e(state)}' title='{_e(state)}'>{label}</td>"
+                tds += f"<td class='{_e(state.replace(' ', '-'))}' title='{_e(state)}'>{label}</td>"
             body += f"<tr><th>{_e(row)}</th>{tds}</tr>"
         tables.append(f"<h3>{_e(system)}</h3><table class='matrix'><tr><th>benchmark</th>{head}</tr>{body}</table>")
     return "<section id='matrix'><h2>Pass/fail matrix</h2>" + "".join(tables) + "</section>"

@@ -24,9 +24,14 @@ from ..run.quality import QualityResult
 from ..run.serving import Accuracy
 from .repeats import across_runs, loadgen_interval, training_interval
 from .stats import Summary, summarize
-from .verdict import Figure, Judge, against_quality
+from .verdict import Figure, Judge, Roof, against_quality
 
-Key = tuple[str, str, str, int, int, str, str, str]  #: what matches a result across runs (`Record.key`)
+Key = tuple[str | int | bool, ...]  #: what matches a result across runs (`Record.key`)
+#: the fields of a Key: every one that changes what is measured (Case.key gives them in this order)
+KEY_FIELDS = (
+    "task", "benchmark", "precision", "system", "preset", "global_batch", "devices", "scenario", "mode", "knobs",
+    "compiled", "data",
+)  # fmt: skip
 PROPERTY = "mlperf_record"  #: the user_properties key a Record travels under
 
 
@@ -71,6 +76,11 @@ class Record:
     baseline_ratio: float | None = None
     baseline_status: str = ""
     baseline_source: str = ""
+    floor_fraction: float | None = None  #: the peak-fraction floor, as a fraction of the device's peak FLOP/s
+    floor: float | None = None  #: the floor in the metric's unit (items/s, or a latency in ms)
+    floor_ratio: float | None = None  #: mean / floor
+    floor_status: str = ""  #: met, below (above, for a latency), inconclusive, no floor, no roof
+    floor_source: str = ""
     earlier: float | None = None
     earlier_ratio: float | None = None
     earlier_status: str = ""
@@ -90,7 +100,8 @@ class Record:
     accuracy_reference: float | None = None  #: the FP32 model's accuracy on the same samples, without LoadGen
     accuracy_ratio: float | None = None  #: quality_value / accuracy_reference
     peak_qps: float | None = None  #: --find-peak-qps: the highest Server target QPS LoadGen judged VALID
-    data: str = ""  #: "synthetic", or the real dataset and its folder
+    data: str = ""  #: "synthetic", the real dataset's name, or "the image's own" (an image's own script)
+    data_dir: str = ""  #: where the real dataset was read from
     compiled: bool = False  #: the models ran through torch.compile
     flops_per_item: float | None = None  #: counted in one training step (forward, backward, optimizer)
     flops_achieved: float | None = None  #: FLOP/s: flops_per_item x mean
@@ -137,8 +148,7 @@ class Record:
     @property
     def key(self) -> Key:
         """What matches a result to an earlier run's: the Case key, never the node id."""
-        r = self
-        return (r.benchmark, r.precision, r.system, r.global_batch, r.devices, r.scenario, r.mode, r.knobs)
+        return tuple(getattr(self, name) for name in KEY_FIELDS)
 
     def to_dict(self) -> dict[str, Any]:
         """A shallow copy of the fields (lists and dicts shared, not copied: a report of 1,000 records reads them
@@ -184,7 +194,7 @@ def build(
         devices=s.devices,
         batch_size=s.batch_size,
         batch_per=s.batch_per,
-        global_batch=s.global_batch,
+        global_batch=case.global_batch,
         warmup=s.warmup,
         repeat=s.repeat,
         number=s.number,
@@ -212,17 +222,18 @@ def build(
         )
     if case.scenario is not None:
         record.scenario, record.mode = case.scenario.name, case.scenario.mode
-        record.batch_size = record.global_batch = case.scenario.max_batch
+        record.batch_size = case.scenario.max_batch
+    roof = Roof(work, case.items_per_query) if work else None
     if loadgen:
         _loadgen(record, loadgen)
         if record.mean is not None and record.validity == "VALID":
-            _judge(record, judge, bool(record.lower_is_better))
+            _judge(record, judge, bool(record.lower_is_better), roof)
     if accuracy is not None:
         record.accuracy_reference, record.accuracy_ratio = accuracy.reference, accuracy.ratio
     if reported is not None:
         _summary(record, summarize([reported]))
         record.interval = "one figure the image's script reported: no interval"
-        _judge(record, judge, False)
+        _judge(record, judge, False, None)
     if not measurements:
         return record
     widened = between if len(measurements) == 1 else None
@@ -243,7 +254,7 @@ def build(
         if work.peak_flops:
             record.peak_fraction = record.flops_achieved / work.peak_flops
     record.per_device = summary.mean / s.devices
-    _judge(record, judge, False)
+    _judge(record, judge, False, roof)
     return record
 
 
@@ -261,9 +272,14 @@ def _summary(record: Record, summary: Summary) -> None:
     record.ci_low, record.ci_high = summary.ci_low, summary.ci_high
 
 
-def _judge(record: Record, judge: Judge, lower_is_better: bool) -> None:
-    verdict, gate = judge(figure(record), record.unit, lower_is_better)
-    record.baseline_status, record.baseline_ratio = verdict.status, verdict.ratio
+def _judge(record: Record, judge: Judge, lower_is_better: bool, roof: Roof | None) -> None:
+    verdicts = judge(figure(record), record.unit, lower_is_better, roof)
+    record.baseline_status, record.baseline_ratio = verdicts.baseline.status, verdicts.baseline.ratio
+    record.floor_status, record.floor_ratio = verdicts.floor.status, verdicts.floor.ratio
+    if judge.floor is not None:
+        record.floor_fraction, record.floor_source = judge.floor.value, judge.floor.source
+        record.floor = roof.threshold(judge.floor.value, lower_is_better) if roof else None
+    gate = verdicts.earlier
     if gate is not None:
         record.earlier_status, record.earlier_ratio = gate.status, gate.ratio
         record.earlier = judge.earlier.value if judge.earlier else None

@@ -28,7 +28,7 @@ def write(
     """Write results.md, pivot.csv (and speedup.csv against `reference`), the run's plots and acceptance.html into
     `folder`; results.csv too unless the run journaled it already. Returns the verdict."""
     folder.mkdir(parents=True, exist_ok=True)
-    verdict = acceptance.decide(records, run.get("exitstatus"))
+    verdict = acceptance.decide(records, run)
     statistics = statistics_of(records, sd_limit)
     if results_csv:
         with open(folder / "results.csv", "w", encoding="utf-8", newline="") as out:

@@ -44,23 +44,29 @@ def statistics_of(records: Sequence[Record], sd_limit: float = SD_LIMIT) -> list
         if spreads
         else Statistic("sd% 80th percentile", "", None, "no test with more than one block or run")
     )
-    diffs = [_diff(r) for r in measured if r.mean is not None and r.baseline and r.tolerance is not None]
+    diffs = [d for d in map(_diff, measured) if d is not None]
     performance = (
         Statistic(
             "mean difference from targets",
             f"{statistics.fmean(diffs):+.2%}",
             statistics.fmean(diffs) >= 0,
-            f"over {len(diffs)} tests with a baseline; a target is the baseline less its tolerance",
+            f"over {len(diffs)} tests with a target: the baseline less its tolerance, else the peak-fraction floor",
         )
         if diffs
-        else Statistic("mean difference from targets", "", None, "no test has a baseline")
+        else Statistic("mean difference from targets", "", None, "no test has a target")
     )
     return [produced, spread, performance]
 
 
-def _diff(r: Record) -> float:
-    """How far the figure is past its target, as a fraction: positive is better, for latencies too."""
-    assert r.mean is not None and r.baseline is not None and r.tolerance is not None
-    if r.lower_is_better:
-        return r.baseline * (1 + r.tolerance) / r.mean - 1
-    return r.mean / (r.baseline * (1 - r.tolerance)) - 1
+def _diff(r: Record) -> float | None:
+    """How far the figure is past its target (the baseline less its tolerance, else the floor), as a fraction:
+    positive is better, for latencies too; None without a figure or a target."""
+    if r.mean is None:
+        return None
+    if r.baseline is not None and r.tolerance is not None:
+        target = r.baseline * (1 + r.tolerance if r.lower_is_better else 1 - r.tolerance)
+    elif r.floor is not None:
+        target = r.floor
+    else:
+        return None
+    return target / r.mean - 1 if r.lower_is_better else r.mean / target - 1

@@ -12,7 +12,8 @@ from .record import COLUMNS, Record
 #: the columns people read; the CSV and JSON keep every column
 SHOWN = [
     "id", "outcome", "global_batch", "devices", "metric", "mean", "sd_pct", "unit", "validity", "flops_per_item",
-    "peak_fraction", "baseline", "baseline_ratio", "baseline_status", "earlier_ratio", "earlier_status",
+    "peak_fraction", "baseline", "baseline_ratio", "baseline_status", "floor", "floor_ratio", "floor_status",
+    "earlier_ratio", "earlier_status",
     "quality_value", "quality_status", "duration",
 ]  # fmt: skip
 
@@ -70,7 +71,8 @@ def speedup(records: Sequence[Record], reference: str) -> pd.DataFrame:
 #: how the flat Markdown table shows a column's numbers
 FORMATS = {
     "mean": "{:.2f}", "sd_pct": "{:.1f}", "flops_per_item": "{:.3g}", "peak_fraction": "{:.2%}", "baseline": "{:.4g}",
-    "baseline_ratio": "{:.3f}", "earlier_ratio": "{:.3f}", "duration": "{:.1f}",
+    "baseline_ratio": "{:.3f}", "floor": "{:.4g}", "floor_ratio": "{:.3f}", "earlier_ratio": "{:.3f}",
+    "duration": "{:.1f}",
 }  # fmt: skip
 
 
