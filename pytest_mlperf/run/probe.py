@@ -5,9 +5,9 @@ version and thread count, and kept in a cache folder (`mlperf_cache_dir`), under
 measure it once between them. A single run's interval is widened by it (`results.stats.widen`).
 
 The probe times about as long a window per process as a case does (PLAN: `repeat` blocks of MIN_BLOCK_S), so its
-spread is that of figures like a case's; it also holds the probe's own block noise, which makes the term a little
-wider than the offset between processes alone. The probe's own entry point, in each fresh process:
-`python -m pytest_mlperf.run.probe DEVICE THREADS BLOCK_S`, printing the process's figure as JSON.
+spread is that of figures like a case's; a process's figure is its blocks' median, and what is left of its own block
+noise makes the term a little wider than the offset between processes alone. The probe's own entry point, in each
+fresh process: `python -m pytest_mlperf.run.probe DEVICE THREADS BLOCK_S`, printing the process's figure as JSON.
 """
 
 from __future__ import annotations
@@ -152,9 +152,10 @@ def step_of(device: torch.device) -> Callable[[], Tensor]:
 
 
 def figure(device: torch.device, block_s: float) -> float:
-    """This process's figure: the probe's items/s over its blocks."""
+    """This process's figure: the median of its blocks' items/s, so that a passing slow-down inside one process (which
+    a case's own block interval already shows) moves it less than what differs between processes."""
     plan = dataclasses.replace(PLAN, min_block_s=block_s)
-    return measure(step_of(device), plan, synchronizer(device)).summary().mean
+    return statistics.median(measure(step_of(device), plan, synchronizer(device)).rates)
 
 
 def main(argv: list[str]) -> int:
