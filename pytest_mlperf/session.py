@@ -99,9 +99,9 @@ class MlperfSession:
             ) from None
         session.between_sd = _between_sd(config.getini("mlperf_between_sd"))
         cache = config.getini("mlperf_cache_dir")
-        if cache:
-            session.cache_dir = Path(cache).expanduser()
-            session.cache_dir = session.cache_dir if session.cache_dir.is_absolute() else config.rootpath / cache
+        if cache:  # relative to the rootdir, like the other folders' keys
+            folder = Path(cache).expanduser()
+            session.cache_dir = folder if folder.is_absolute() else config.rootpath / folder
         compare = config.getoption("mlperf_compare")
         if compare:
             session.earlier_records = _earlier(Path(compare))
