@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from .config.matrix import Case
+from .config.matrix import Case, expand
 from .config.schema import ImageRun
 from .containers.engine import EngineUnavailable
 from .containers.launch import Launch, train_in_container
@@ -25,7 +25,7 @@ from .launch.torchrun import train_with_torchrun
 from .resources.devices import Unavailable, describe, fits, place
 from .resources.leasing import Lease, LeaseTimeout
 from .resources.telemetry import MIN_SAMPLES, Telemetry
-from .results import mllog
+from .results import mllog, scaling
 from .results.loadgen_logs import parse_logs
 from .results.repeats import across_runs, quality_across_runs, training_interval
 from .results.stats import summarize
@@ -57,6 +57,8 @@ REPORTED = pytest.StashKey[Reported]()  #: the throughput an image's own script 
 RUNNER = pytest.StashKey[str]()  #: "container" for a test run inside an image
 MLLOG_DIR = "mllog"  #: the run folder's MLPerf-format training logs: mllog/<test id>/result_<run>.txt
 RANK_MEANS = pytest.StashKey[list[float]]()  #: several devices: the system's items/s as each rank timed it
+#: several devices: one device's items/s measured by the test (None: another test of the run) and where it comes from
+SCALING = pytest.StashKey[tuple[float | None, str]]()
 BETWEEN = pytest.StashKey[Between]()  #: the between-process sd that widened a single run's interval
 PROCESSES_DIR = "processes"  #: the run folder's fresh-process runs: processes/<test id>/run-<k>/
 
@@ -187,6 +189,8 @@ class Bench:
             result, ranks = launch(self.case, self.lease, self.session.slice, out, data, compiled)
             self.node.stash[RANK_MEANS] = [r.measurement.summary().mean for r in ranks if r.measurement]
             self.node.stash[ENVIRONMENT] = ranks[0].environment if ranks else {}
+            if SCALING not in self.node.stash and not result.problem:
+                self.node.stash[SCALING] = self._one_device(out / "one-device", data, compiled)
         elif self.session.runs_in_container(self.case):
             result = self._in_container(data, compiled)
         elif self.session.fresh_processes:
@@ -212,6 +216,33 @@ class Bench:
             done = len(self.node.stash.get(MEASUREMENTS, []))
             which = f" (run {done + 1})" if done else ""
             pytest.fail((result.problem or f"{self.case.id}: no measurement") + which, pytrace=False)
+
+    def _one_device(self, out: Path, data: Path | None, compiled: bool) -> tuple[float | None, str]:
+        """The scaling reference of a case on several devices: the same case on one GPU of the same model when the
+        session runs it (taken from its record at the end of the run), else measured here, alone in a fresh process
+        on one of the test's devices with one rank's share of the CPUs."""
+        single, devices = self.case.one_device(), self.case.settings.devices
+        gpu = self.case.system.spec.accelerator.kind == "cuda"
+        twins = [
+            other
+            for system in self.session.systems or []
+            for other in expand("training", [self.case.benchmark], [system])
+            if other.settings.devices == 1 and other.id in self.session.selected
+        ]
+        twin = next((t for t in twins if gpu and _same_device_case(t, single)), None)
+        if twin is not None:
+            return None, f"{twin.id}{scaling.IN_THIS_RUN}"
+        assert self.session.slice is not None  # set at configure
+        piece = self.session.slice
+        share = dataclasses.replace(piece, cpus=piece.cpus[: max(1, piece.threads // devices)])
+        lease = dataclasses.replace(self.lease, devices=self.lease.devices[:1])
+        result = train_in_fresh_process(single, lease, share, out, data, compiled, quality=False)
+        if result.problem or result.measurement is None:
+            problem = f"{self.case.id}: its one-device scaling reference: {result.problem or 'no measurement'}"
+            pytest.fail(problem, pytrace=False)
+        where = lease.describe() if lease.devices else f"{share.threads} of the test's {piece.threads} cores"
+        no_twin = "no one-device case of it was selected" if gpu else "a CPU system's device is its share of cores"
+        return result.measurement.summary().mean, f"one device ({where}) in a fresh process in this test: {no_twin}"
 
     def _in_container(self, data: Path | None, compiled: bool) -> job.TrainResult:
         result = train_in_container(self._runner(), self._launch(), data, compiled)
@@ -267,6 +298,13 @@ class Bench:
         if len(runs) == 1:
             between = self.node.stash[BETWEEN] = self.session.between(self.device, self.lease)
         return self._verdicts(Figure.of(across_runs([m.summary() for m in runs], between)))
+
+
+def _same_device_case(one: Case, other: Case) -> bool:
+    """Two one-device cases that measure the same thing on the same GPU model."""
+    a, b = one.settings, other.settings
+    same = (one.precision, a.preset, a.device_batch, one.system.spec.accelerator.model)
+    return same == (other.precision, b.preset, b.device_batch, other.system.spec.accelerator.model)
 
 
 def judge(node: pytest.Item, case: Case) -> Judge:

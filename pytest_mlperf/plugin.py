@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from . import progress
-from .config.matrix import expand, marker_lines
+from .config.matrix import Case, expand, marker_lines
 from .fixtures import SESSION, bench, case, dataset, device, gpus, serve  # noqa: F401  (fixtures)
 from .reporting import Reporter, attach_record
 from .session import PROGRESS, RUN_DIR, SLOT, MlperfSession
@@ -226,6 +226,15 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             metafunc.config.addinivalue_line("markers", f"{name}: pytest-mlperf mark")
         params.append(pytest.param(c, id=c.id, marks=[getattr(pytest.mark, name) for name in c.marks]))
     metafunc.parametrize("case", params, indirect=True)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Which cases the session runs: a test on several devices measures its own one-device reference unless the
+    session runs that case too."""
+    mlperf = session.config.stash.get(SESSION, None)
+    if mlperf is not None:
+        params = (getattr(item, "callspec", None) for item in session.items)
+        mlperf.selected = {c.id for p in params if p and isinstance(c := p.params.get("case"), Case)}
 
 
 @pytest.hookimpl(wrapper=True)

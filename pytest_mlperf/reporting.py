@@ -26,6 +26,7 @@ from .fixtures import (
     RANK_MEANS,
     REPORTED,
     RUNNER,
+    SCALING,
     SESSION,
     TELEMETRY,
     WORK,
@@ -77,7 +78,7 @@ class Reporter:
         """Write the run's results and reports; the run's exit status becomes its acceptance verdict's
         (`acceptance.exit_status`)."""
         if self.store.records:
-            scaling.annotate(self.store.records, self.session.reference_systems())
+            scaling.annotate(self.store.records)
             rows = self._comparison()
             run = self.session.run_info(int(exitstatus), [r.test for r in rows if r.status == compare.ONLY_A])
             run["exitstatus"] = acceptance.exit_status(acceptance.decide(self.store.records, run), int(exitstatus))
@@ -181,6 +182,11 @@ def attach_record(item: pytest.Item, call: pytest.CallInfo[None], report: pytest
         record.telemetry_flags = "; ".join(telemetry.flags(memory_gb=session.slice_memory_gb))
         record.telemetry = telemetry.to_dict()
     record.rank_means = item.stash.get(RANK_MEANS, [])
+    one_device, reference = item.stash.get(SCALING, (None, ""))
+    if one_device is not None and record.mean is not None:
+        scaling.efficiency(record, one_device, reference)
+    else:
+        record.scaling_reference = reference
     if ENVIRONMENT in item.stash:
         record.environment = item.stash[ENVIRONMENT]
     record.runner = item.stash.get(RUNNER, "local")

@@ -5,7 +5,6 @@ Built once per process at configure time; any bad input becomes a `pytest.UsageE
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -21,8 +20,8 @@ import torch
 
 from . import progress
 from .config.matrix import Case
-from .config.schema import System, SystemFileError, load_system
-from .config.systems import AUTO, SystemSelectionError, discover, select
+from .config.schema import System, SystemFileError
+from .config.systems import AUTO, SystemSelectionError, select
 from .containers.launch import Containers
 from .progress import Progress
 from .resources import slices, sysinfo
@@ -54,7 +53,6 @@ class MlperfSession:
     args: list[str] = field(default_factory=list)  #: the command line, for the record
     system_info: dict[str, str] = field(default_factory=dict)  #: what the run ran on; on the controller only
     started: float = field(default_factory=time.time)
-    system_dirs: list[Path] = field(default_factory=list)  #: where system files are found
     nvml: Nvml | None = None  #: open for the session's telemetry; None without NVIDIA's library
     gpus: list[Gpu] = field(default_factory=list)  #: the host's leasable devices (CUDA_VISIBLE_DEVICES applied)
     gpu_source: str = ""  #: where `gpus` come from (NVML, a replay file), or why there are none
@@ -75,6 +73,7 @@ class MlperfSession:
     cache_dir: Path = field(default_factory=default_cache_dir)  #: ini mlperf_cache_dir: host measurements kept
     _between: dict[tuple[str, int], Between] = field(default_factory=dict)  #: the probe's, per device kind and threads
     inconclusive: str = "reject"  #: --inconclusive: whether an inconclusive figure rejects the run or only warns
+    selected: set[str] = field(default_factory=set)  #: the ids of the session's selected cases (after -m and -k)
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> MlperfSession:
@@ -85,9 +84,9 @@ class MlperfSession:
         if runs < 1 or reruns < 0:
             problem = f"--runs must be at least 1 and --rerun-inconclusive at least 0; got {runs} and {reruns}"
             raise pytest.UsageError(problem)
-        systems, problem, dirs = _systems(config)
+        systems, problem = _systems(config)
         args = list(config.invocation_params.args)
-        session = cls(systems=systems, problem=problem, tolerance=tolerance, args=args, system_dirs=dirs)
+        session = cls(systems=systems, problem=problem, tolerance=tolerance, args=args)
         session.runs, session.reruns = runs, reruns
         session.inconclusive = config.getoption("mlperf_inconclusive")
         session.plots = bool(config.getini("mlperf_plots"))
@@ -150,19 +149,6 @@ class MlperfSession:
         free = sorted(set(range(workers)) - set(self.slots.values()))
         self.slots[worker] = free[0] if free else len(self.slots) % workers
         return self.slots[worker]
-
-    def reference_systems(self) -> list[System]:
-        """The selected systems, then every other readable system file: where one device's baseline is looked for."""
-        others = []
-        try:
-            paths = discover(self.system_dirs)
-        except SystemSelectionError:
-            paths = {}
-        for name, path in paths.items():
-            if all(s.name != name for s in self.systems or []):
-                with contextlib.suppress(SystemFileError):
-                    others.append(load_system(path))
-        return [*(self.systems or []), *others]
 
     def require_systems(self) -> list[System]:
         """The selected systems; a collection error (no traceback) when there are none."""
@@ -240,8 +226,8 @@ class MlperfSession:
         }
 
 
-def _systems(config: pytest.Config) -> tuple[list[System] | None, str, list[Path]]:
-    """Systems chosen by --system (and the directories searched); a bad explicit choice is a usage error at once, while
+def _systems(config: pytest.Config) -> tuple[list[System] | None, str]:
+    """Systems chosen by --system (or why there are none); a bad explicit choice is a usage error at once, while
     a failed automatic one only matters to sessions that collect mlperf tests (pytest-mlperf is loaded in every
     session of the venv)."""
     dirs = [Path(p) for p in config.getini("mlperf_systems")] or [config.rootpath / "systems"]
@@ -250,12 +236,12 @@ def _systems(config: pytest.Config) -> tuple[list[System] | None, str, list[Path
     if option is None:
         dirs = [d for d in dirs if d.is_dir()]
         if not dirs:
-            return None, "no systems directory: add systems/NAME.yaml under the rootdir or pass --systems-dir=DIR", []
+            return None, "no systems directory: add systems/NAME.yaml under the rootdir or pass --systems-dir=DIR"
     try:
-        return select(option or AUTO, dirs), "", dirs
+        return select(option or AUTO, dirs), ""
     except (SystemSelectionError, SystemFileError) as exc:
         if option is None:
-            return None, str(exc), dirs
+            return None, str(exc)
         raise pytest.UsageError(str(exc)) from None
 
 

@@ -3,6 +3,7 @@ precision x system for inference (plus one accuracy Case per benchmark x precisi
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -66,6 +67,12 @@ class Case:
     def knob_text(self) -> str:
         """The swept knobs as the results' column shows them: "NCCL_ALGO=Tree,NCCL_P2P_LEVEL=NVL"."""
         return ",".join(f"{name}={value}" for name, value in self.knobs)
+
+    def one_device(self) -> Case:
+        """The same case on one of its system's devices, with the per-device batch: the reference of its scaling."""
+        s = self.settings
+        settings = dataclasses.replace(s, devices=1, batch_per="device", batch_size=s.device_batch)
+        return dataclasses.replace(self, settings=settings, launcher="", knobs=())
 
     @property
     def global_batch(self) -> int:

@@ -29,11 +29,13 @@ STOP_GRACE_S = 10.0
 
 
 def train_in_fresh_process(
-    case: Case, lease: Lease, piece: Slice, out: Path, data: Path | None, compiled: bool
+    case: Case, lease: Lease, piece: Slice, out: Path, data: Path | None, compiled: bool, quality: bool = True
 ) -> TrainResult:
-    """Run the case in a new process, its job, output and result in `out`; a process that failed, ran past the
-    system's launch timeout or wrote no result comes back as the result's `problem`, with its log's tail."""
-    job = dataclasses.replace(job_for(case, lease, piece, data, compiled, ranks=1), cpus=list(piece.cpus))
+    """Run the case in a new process, its job, output and result in `out` (`quality` False: measure only); a
+    process that failed, ran past the system's launch timeout or wrote no result comes back as the result's
+    `problem`, with its log's tail."""
+    job = job_for(case, lease, piece, data, compiled, ranks=1)
+    job = dataclasses.replace(job, cpus=list(piece.cpus), quality=quality)
     path = write_job(out, job)
     written = out / RESULT
     written.unlink(missing_ok=True)

@@ -33,6 +33,7 @@ def job_for(case: Case, lease: Lease, piece: Slice, data: Path | None, compiled:
         paths=[str(source.parent)] if local and source else [],
         launcher=case.launcher,
         knobs=sorted({*case.system.spec.launch.env, *dict(case.knobs)}),
+        devices=case.settings.devices,
     )
 
 

@@ -124,8 +124,9 @@ class Record:
     launcher: str = ""  #: how its ranks started, on several devices: torchrun or slurm
     knobs: str = ""  #: the swept launch environment of this test, e.g. "NCCL_ALGO=Tree"
     per_device: float | None = None  #: mean / devices
-    scaling_efficiency: float | None = None  #: mean / (devices x one device's throughput)
-    scaling_reference: str = ""  #: where the one device's throughput comes from
+    scaling_efficiency: float | None = None  #: mean / (devices x one_device)
+    one_device: float | None = None  #: one device's throughput on this host in this session (results.scaling)
+    scaling_reference: str = ""  #: where one_device comes from
     gpu_util_mean: float | None = None  #: telemetry of the measured phase (mean or max over its samples)
     gpu_power_w_mean: float | None = None
     gpu_temp_c_max: float | None = None

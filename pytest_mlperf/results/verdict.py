@@ -150,8 +150,13 @@ def ratio_interval(measured: Figure, earlier: Figure) -> Figure:
     method). Two exact figures give an exact ratio. Weighing both errors once is what a two-sample comparison does;
     requiring the two intervals to be apart instead would double-count them and miss real regressions."""
     ratio = measured.value / earlier.value
-    spread = math.hypot(_relative_se(measured), _relative_se(earlier))
-    return Figure(ratio, ratio * math.exp(-Z95 * spread), ratio * math.exp(Z95 * spread))
+    spread = Z95 * math.hypot(_relative_se(measured), _relative_se(earlier))
+    if spread > MAX_LOG_SPREAD:  # an interval of many orders of magnitude: nothing can be said
+        return Figure(ratio, 0.0, math.inf)
+    return Figure(ratio, ratio * math.exp(-spread), ratio * math.exp(spread))
+
+
+MAX_LOG_SPREAD = 700.0  #: e to this is near the largest float
 
 
 Z95 = 1.959963984540054  #: the two-sided 95% quantile of the normal distribution

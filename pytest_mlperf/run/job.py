@@ -75,11 +75,13 @@ def train(
     sampler: Sampler | None = None,
     distribute: Callable[[Any], None] | None = None,
     on_block: Callable[[int, int, float, float], None] | None = None,
+    quality: bool = True,
 ) -> TrainResult:
     """Count one step's FLOPs and measure throughput (while `sampler` samples the hardware; `on_block` hears of each
-    block, for progress), then train a fresh model, built again with the same seed, to the workload's quality target
-    within its step budget. The counted step runs before the warm-up (the counter slows it down), its loss checked
-    too. `distribute` makes a rank's trainers data-parallel.
+    block, for progress), then (unless `quality` is False: a throughput reference only) train a fresh model, built
+    again with the same seed, to the workload's quality target within its step budget. The counted step runs before
+    the warm-up (the counter slows it down), its loss checked too. `distribute` makes a rank's trainers
+    data-parallel.
 
     The quality phase starts from scratch so that neither its budget nor its outcome depends on how many steps the
     throughput phase ran (a system file's warm-up and blocks, or blocks lengthened on a fast host). It is the MLPerf
@@ -106,7 +108,8 @@ def train(
                 result.measurement = measure(trainer.step, plan, synchronizer(device), [loss], on_block, agree)
             result.telemetry = sampler.telemetry if sampler else None
             del trainer  # its memory, before the fresh model of the quality phase is built
-            result.quality = _to_quality(case, setup, distribute, record)
+            if quality:
+                result.quality = _to_quality(case, setup, distribute, record)
         except NonFiniteLoss as exc:
             result.problem = f"{case.id}: {exc}"
         except NotDataParallel as exc:
@@ -193,6 +196,8 @@ class Job:
     paths: list[str] = field(default_factory=list)
     launcher: str = ""  #: the case's, for its id
     knobs: list[str] = field(default_factory=list)  #: launch environment variables whose values the result records
+    devices: int = 0  #: 1 for the one-device run of a case on several (its scaling reference); 0: the system's
+    quality: bool = True  #: train on to the quality target after measuring (a scaling reference does not)
 
     def case(self) -> Case:
         from ..config.schema import load_system
@@ -201,7 +206,8 @@ class Job:
         system = load_system(Path(self.system_file))
         workload = known()[self.benchmark]
         settings = system.settings(self.benchmark, self.precision)
-        return Case("training", workload, self.precision, system, settings, launcher=self.launcher)
+        case = Case("training", workload, self.precision, system, settings, launcher=self.launcher)
+        return case.one_device() if self.devices == 1 and settings.devices > 1 else case
 
 
 def main(argv: list[str]) -> int:
@@ -238,7 +244,7 @@ def main(argv: list[str]) -> int:
         flush=True,
     )
     if world == 1:
-        result = train(job.case(), device, data, job.compiled, sampler)
+        result = train(job.case(), device, data, job.compiled, sampler, quality=job.quality)
     else:
         if device.type == "cuda":
             torch.cuda.set_device(device)
