@@ -422,11 +422,11 @@ CPU = {
 #: What `tests/test_quality_reach.py` changes to train the real presets on a CPU: one layer 256 wide (the real head
 #: width, 64), 3-token segments and memory, and an output layer of 1024 words (still 64 times the text's 16). All but
 #: the smaller output layer make the target slower to reach, and together they make the walk the harder task: it
-#: needs 40-170 steps. Checked by hand on this CPU (fp32): the real base model (16 layers, 512 wide, 267,735 words) at 4 x 16
-#: tokens reached 0.50 by step 10, the large one's width and output layer (1024 wide, 4 of its 18 layers) at 1 x 32
-#: tokens 0.50 by step 10, where the walk takes 70 and 170 steps at those batches; the walk's model with the real
-#: 192-token segments took 40 steps at batch 4, with 3-token ones 70; a 267,735-word output layer took 270 steps
-#: where 1024 words took 190 (128 wide, batch 4 x 16).
+#: needs 40-170 steps. Checked by hand on this CPU (fp32): the real base model (16 layers, 512 wide, 267,735 words)
+#: at 4 x 16 tokens reached 0.50 by step 10, the large one's width and output layer (1024 wide, 4 of its 18 layers)
+#: at 1 x 32 tokens 0.50 by step 10, where the walk takes 70 and 170 steps at those batches; the walk's model with
+#: the real 192-token segments took 40 steps at batch 4, with 3-token ones 70; a 267,735-word output layer took 270
+#: steps where 1024 words took 190 (128 wide, batch 4 x 16).
 REDUCTIONS = {
     "n_layer": 1,
     "d_model": 256,
