@@ -148,6 +148,41 @@ def test_span_data_marks_the_answer(preset: str) -> None:
     assert (segments[rows, start] == 1).all()
 
 
+@pytest.mark.parametrize("batch", [2, 320])
+def test_squad_pool_and_held_out_do_not_shrink_with_the_batch(batch: int) -> None:
+    """At Lambda's smallest and largest SQuAD batches: 256 or more training and 128 or more held-out sequences, whose
+    answers start at most of the context's positions."""
+    p = get("bert_base_squad").presets["real"]
+    pool, held_out = bert.squad_data(p, batch, CPU)
+    starts = torch.cat([start for _, (start, _) in pool])
+    assert len(starts) >= 256 and sum(len(start) for _, (start, _) in held_out) >= 128
+    assert len(starts.unique()) > 0.5 * min(len(starts), p["seq_len"] - p["question_len"] - 3)
+
+
+@pytest.mark.parametrize("reduced", [False, True])
+def test_no_constant_answer_reaches_the_squad_target(reduced: bool) -> None:
+    """The best fixed span scores far below the target on the held-out set, in the real preset (about 10) and in the
+    walk's (about 65: 16-token windows leave answers little room to move)."""
+    workload = get("bert_base_squad")
+    p = workload.reduced("real") if reduced else workload.presets["real"]
+    _, held_out = bert.squad_data(p, 64, CPU)
+    true_start, true_end = (torch.cat(t) for t in zip(*(targets for _, targets in held_out), strict=True))
+    first, length = p["question_len"] + 2, p["seq_len"]
+    best = max(
+        float(bert.span_f1(torch.tensor(s), torch.tensor(e), true_start, true_end).mean())
+        for s in range(first, length - 1)
+        for e in range(s, min(s + p["max_answer"], length - 1))
+    )
+    assert 100 * best < workload.quality.target - 25
+
+
+def test_squad_cpu_held_out_is_two_batches() -> None:
+    """Serving sizes its held-out samples by the batch it builds the trainer at (run/serving.py's `_held_out`)."""
+    for batch in (16, 128):
+        pool, held_out = bert.squad_data(get("bert_base_squad").presets["cpu"], batch, CPU)
+        assert (len(pool), len(held_out)) == (32, 2)
+
+
 def test_span_f1_and_best_span() -> None:
     f1 = bert.span_f1(
         torch.tensor([3, 3, 0]), torch.tensor([5, 4, 1]), torch.tensor([3, 4, 3]), torch.tensor([5, 5, 5])

@@ -1,5 +1,5 @@
-"""gnmt: the cpu preset learns to reverse Markov sentences in fp32 and in bf16 autocast, and the real preset
-builds MLPerf's GNMT v2."""
+"""gnmt: the cpu preset learns to reverse Markov sentences in fp32 and in bf16 autocast, the real preset's task
+covers its words at every batch, its metric leaves out the EOS, and the real preset builds MLPerf's GNMT v2."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from helpers import assert_learns
 from pytest_mlperf.data.wmt16 import EOS
 from pytest_mlperf.run.precision import resolve
 from pytest_mlperf.workloads import get, gnmt
+from pytest_mlperf.workloads.metrics import teacher_forced_accuracy
 from pytest_mlperf.workloads.registry import Setup, Trainer
 from pytest_mlperf.workloads.synthetic import reversal_pairs
 
@@ -47,6 +48,36 @@ def test_reversal_pairs() -> None:
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_cpu_preset_learns_to_the_target(precision: str) -> None:
     assert_learns(build(precision), get(WORKLOAD).quality)
+
+
+@pytest.mark.parametrize("batch", [108, 1520])
+def test_real_task_covers_16_words_of_the_vocabulary(batch: int) -> None:
+    """At the smallest and largest shipped batches: 1024 or more training sentences and 256 or more held-out ones,
+    over the same 16 words of the real vocabulary."""
+    p = get("gnmt").presets["real"]
+    batches = gnmt.translation_batches(p, batch, CPU)
+    held = -(-p["held_out"] // batch)
+    labels = [y for _, y in batches]
+    assert sum(y.size(1) for y in labels[:-held]) >= 1024 and sum(y.size(1) for y in labels[-held:]) >= 256
+    words = torch.cat([y.flatten() for y in labels]).unique()
+    assert words[0] == EOS and len(words) == 17 and int(words[1]) >= 4 and int(words[-1]) < p["vocab"]
+
+
+class Constant(torch.nn.Module):
+    """Logits with the highest score on `token` at every position."""
+
+    def __init__(self, token: int) -> None:
+        super().__init__()
+        self.token = token
+
+    def forward(self, src: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.one_hot(torch.full_like(tgt_in, self.token), 32).float()
+
+
+def test_word_accuracy_leaves_out_the_eos() -> None:
+    batches = [gnmt.layout(src, tgt) for src, tgt in reversal_pairs(32, 3, 4, 2, CPU)]
+    assert gnmt.word_accuracy(Constant(EOS), batches) == 0.0  # a quarter of the labels, none of the words
+    assert teacher_forced_accuracy(Constant(EOS), batches) == 0.25
 
 
 def test_real_preset_is_mlperf_gnmt() -> None:

@@ -1,6 +1,7 @@
-"""transformer_xl_base / transformer_xl_large: registration, learning in fp32 and bf16, the real (Lambda) and nvidia
-(DLE) presets' parameter counts and shapes, and the model's specific parts: rel_shift, causality over memory and
-segment, the memory's content, the adaptive softmax's normalisation and weight tying."""
+"""transformer_xl_base / transformer_xl_large: registration, learning in fp32 and bf16, the synthetic text and its
+target, the real (Lambda) and nvidia (DLE) presets' parameter counts and shapes, and the model's specific parts:
+rel_shift, causality over memory and segment, the memory's content, the adaptive softmax's normalisation, the scores
+the accuracy ranks, and weight tying."""
 
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ def test_registered(name: str) -> None:
         "tok/s",
     )
     assert set(workload.presets) == {"real", "nvidia", "cpu"}
-    assert not workload.quality.higher_is_better
+    assert workload.quality.metric == "held-out next-word accuracy" and workload.quality.higher_is_better
     assert workload.quality.real_target == {"transformer_xl_base": 23.24, "transformer_xl_large": 18.18}[name]
 
 
@@ -52,6 +53,35 @@ def test_segments_are_consecutive_and_items_are_target_tokens() -> None:
     assert torch.equal(y0[:-1], x0[1:]) and torch.equal(x1[0], y0[-1])
     # The memory is primed from the segment before the pool, so even the first step attends over it.
     assert trainer.mems.shape == (2, tgt_len, 4, 32)
+    # The held-out text continues the pool's walks: 512 tokens, 128 per stream.
+    tokens, target = trainer.held_out
+    assert tokens.shape == target.shape == (128, 4)
+    assert torch.equal(tokens[0], trainer.batches[-1][1][-1]) and torch.equal(target[:-1], tokens[1:])
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("batch", [1, 104])
+def test_the_real_texts_pool_covers_its_words_and_the_target_needs_the_chain(name: str, batch: int) -> None:
+    """At Lambda's smallest and largest batches (the walk of tests/test_quality_reach.py trains these texts): the pool
+    holds 2048 tokens or more, each of the 16 words' two successors seen 40 times or more; on the held-out text the
+    best answer that ignores the previous word (the commonest word) scores far below the target, the best one that
+    reads it (either successor) above it."""
+    p = get(name).presets["real"]
+    segments, (tokens, target) = txl.text(p, batch, CPU)
+    pool = torch.stack([y for _, y in segments[1:]]).flatten(0, 1)  # (positions, batch) targets of the pool
+    previous = torch.stack([x for x, _ in segments[1:]]).flatten(0, 1)
+    assert pool.numel() >= 2048 and len(segments) - 1 >= 8
+    words = pool.unique()
+    assert len(words) == 16 and int(words.max()) < 267_735
+    pairs = torch.stack([previous.flatten(), pool.flatten()], 1).unique(dim=0, return_counts=True)
+    assert len(pairs[0]) == 32 and int(pairs[1].min()) >= 40
+    assert tokens.numel() >= 512
+    commonest = pool.flatten().mode().values
+    threshold = get(name).quality.target
+    assert float((target == commonest).float().mean()) < threshold / 3
+    successor = dict(zip(*(t.tolist() for t in pairs[0].t()), strict=True))  # one of the two successors of each word
+    best = torch.tensor([successor[int(w)] for w in tokens.flatten()]).view_as(target)
+    assert float((best == target).float().mean()) > threshold
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -147,6 +177,18 @@ def test_adaptive_softmax_is_a_distribution_over_the_vocabulary(div_val: int) ->
     with torch.no_grad():
         nll = model.crit(hidden, torch.arange(64).repeat(3), model.word_emb).view(3, 64)
     assert torch.allclose(torch.logsumexp(-nll, dim=1), torch.zeros(3), atol=1e-5)
+
+
+@pytest.mark.parametrize(("div_val", "cutoffs"), [(1, ()), (1, (16, 32)), (2, (16, 32))])
+def test_scores_rank_the_words_by_the_losss_probabilities(div_val: int, cutoffs: tuple[int, ...]) -> None:
+    """The accuracy's argmax runs over `scores`: normalised, they are the log-probabilities the loss reads."""
+    model = cpu_model("transformer_xl_base", div_val=div_val, cutoffs=cutoffs)
+    hidden, target = torch.randn(8, 32), torch.randint(64, (8,))
+    with torch.no_grad():
+        scores = model.crit.scores(hidden, model.word_emb)
+        nll = model.crit(hidden, target, model.word_emb)
+    assert scores.shape == (8, 64)
+    assert torch.allclose(-scores.log_softmax(-1).gather(1, target[:, None]).squeeze(1), nll, atol=1e-5)
 
 
 def test_without_cutoffs_the_softmax_is_tied_to_the_embedding() -> None:
