@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from itertools import accumulate
 from typing import TYPE_CHECKING, Any
 
-from .scaling import Key, _key
 from .verdict import ABOVE, BELOW, INCONCLUSIVE, MET, NO_BASELINE
 
 if TYPE_CHECKING:
@@ -217,13 +216,13 @@ def scaling(records: Sequence[Record]) -> bytes | None:
     devices. Log-log, so that curves of different units and sizes share the axes and the ideal is a straight line;
     each point is labelled with its efficiency against that ideal. Where several results share a device count (swept
     launch knobs) the best is drawn. None when no workload ran on more than one device count."""
-    best: dict[Key, dict[int, float]] = defaultdict(dict)
-    units: dict[Key, str] = {}
+    best: dict[Curve, dict[int, float]] = defaultdict(dict)
+    units: dict[Curve, str] = {}
     for r in records:
         if r.task == "training" and r.mean is not None:
-            points = best[_key(r)]
+            points = best[_curve(r)]
             points[r.devices] = max(r.mean, points.get(r.devices, 0.0))
-            units[_key(r)] = r.unit
+            units[_curve(r)] = r.unit
     curves = {key: dict(sorted(points.items())) for key, points in best.items() if len(points) > 1}
     if not curves:
         return None
@@ -333,3 +332,10 @@ def _tally(counts: Counter[str]) -> str:
 
 def _cut(text: str) -> str:
     return text if len(text) <= MAX_LABEL else text[: MAX_LABEL - 1] + "…"
+
+
+Curve = tuple[str, str, str, int, str]  #: a scaling curve: benchmark, precision, preset, per-device batch, device model
+
+
+def _curve(r: Record) -> Curve:
+    return (r.benchmark, r.precision, r.preset, r.global_batch // r.devices, r.accelerator)
