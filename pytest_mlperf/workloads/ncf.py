@@ -10,7 +10,22 @@ them embeddings. Trained with binary cross-entropy on each positive (user, item)
 Synthetic data: a rank-`genres` user x item preference matrix. Each item belongs to one of `genres` genres, each
 user likes exactly one genre; a positive is a random item of the user's genre, a negative a uniformly random item
 (as in MLPerf, where negatives are merely unobserved, so some are liked items too). Quality is MLPerf's: HR@10 of
-the held-out positive of each evaluated user among it and 99 random negatives.
+the held-out positive of each evaluated user among it and 99 random negatives: 0.8 within 100 steps (a constant
+score gets 0.1; untrained about 0.1).
+
+How it learns, and the honest reduction: a step's loss is the mean over its samples, so each embedding row's gradient
+is its own samples' share of it, about 1 / users whatever the batch; at ml-20m's 138493 users that is about 1e-9, below
+Adam's eps 1e-8, and the first tens of steps barely move the embeddings (HR@10 0.10 after 40 steps at 720k samples,
+0.24 after 70, measured with the reduced widths below). A batch of millions of samples cannot be trained on a CPU in
+test time, and a smaller batch over the same users would learn a different (noisier) problem. `population` keeps the
+problem and scales the world: a share of the users, items, pool, evaluated users and of the batch, so that every user
+and item gets as many samples a step and in the pool as in the real run; each row's gradient is then 1 / share times
+larger, and so is the rows' eps (`adam`), which leaves every parameter's Adam update as the real one's. At a share of
+1/100 the HR@10 curve at 720k samples followed the full world's within 0.02 over 70 steps (reduced widths both).
+Widths are not neutral with Adam (each coordinate moves by about the lr, so a dot product over more of them moves
+faster): on the 1/100 world at 720k samples the real widths reached 0.875 after 30 steps, half of them 0.929 after
+50, a quarter 0.929 after 60 and an eighth 0.42 after 60. The walk uses a quarter (`mf_dim` 16, layers 64-64-32-16):
+slower than the real model, never faster.
 """
 
 from __future__ import annotations
