@@ -213,10 +213,14 @@ def recalibrate_batchnorm(
 
 class Recalibrated(Supervised):
     """`Supervised` that, on a synthetic pool, evaluates with BatchNorm statistics of the current weights
-    (`recalibrate_batchnorm` on the pool's first batch): a real dataset's epochs keep the running averages current,
-    a short synthetic run at a large learning rate does not."""
+    (`recalibrate_batchnorm` on the pool's first batches, `RECALIBRATION` images or the whole pool): a real dataset's
+    epochs keep the running averages current, a short synthetic run at a large learning rate does not."""
+
+    #: Images whose statistics an evaluation normalises with (fewer make them noisy at small batches).
+    RECALIBRATION = 256
 
     def evaluate(self) -> float:
         if self.epoch_steps is None:
-            recalibrate_batchnorm(self.model, self.batches[:1], self.autocast)
+            count = -(-self.RECALIBRATION // self.items_per_step)
+            recalibrate_batchnorm(self.model, self.batches[:count], self.autocast)
         return super().evaluate()
