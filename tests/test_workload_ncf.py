@@ -95,3 +95,23 @@ def test_real_preset_is_mlperfs_neumf() -> None:
     # 31,832,577, the 31.8M of NeuMF on ml-20m (MLPerf reference / NVIDIA DeepLearningExamples NCF defaults).
     assert count == 31_832_577
     assert count == pytest.approx(31.8e6, rel=0.01)
+
+
+def test_population_share_keeps_every_row_rate() -> None:
+    """The walk's reduced real preset: a 1/100 share of the users, items, pool, evaluated users and of the batch (each
+    row keeps its samples a step), and the embedding rows' Adam eps 100x larger (their gradients are)."""
+    p = WORKLOAD.reduced("real")
+    run = WORKLOAD.build(Setup(p, 720_000, CPU, resolve("fp32", CPU)))
+    model = run.model
+    assert (model.mf_user.num_embeddings, model.mf_item.num_embeddings) == (1385, 267)
+    assert run.items_per_step == 7200 == len(run.batches[0][1])
+    assert sum(len(labels) for _, labels in run.batches) >= round(p["pool"] / 100)
+    assert sum(len(labels) for _, labels in run.held_out) == 1385 * CANDIDATES
+    rows, shared = run.update.optimizer.param_groups
+    assert rows["eps"] == pytest.approx(1e-6) and shared["eps"] == 1e-8
+    assert {id(w) for w in rows["params"]} == {
+        id(model.mf_user.weight),
+        id(model.mf_item.weight),
+        id(model.mlp_user.weight),
+        id(model.mlp_item.weight),
+    }

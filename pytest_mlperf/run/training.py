@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
@@ -174,3 +175,52 @@ class Supervised:
     def evaluate(self) -> float:
         with evaluating(self.model, self.autocast):
             return float(self.metric(self.model, self.held_out))
+
+
+def warmup_cosine(total: int, warmup: int) -> Callable[[int], float]:
+    """A learning-rate factor (for `scheduled`): linear warm-up to 1 over `warmup` steps, then a cosine decay that
+    reaches 0 after `total` steps (NVIDIA's ConvNets recipe, there over epochs)."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+    return factor
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(
+    model: nn.Module, batches: Iterable[Batch], precision: contextlib.AbstractContextManager[Any]
+) -> None:
+    """Set every BatchNorm's running statistics to their average over a forward pass of `batches` in train mode
+    ("precise BN", Wu and Johnson 2021): what an evaluation of the current weights should normalise with. Training's
+    running averages (momentum 0.1) trail the weights by about ten steps, all of a short synthetic run at a large
+    learning rate. Only those buffers change: training normalises with batch statistics."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    momenta = [m.momentum for m in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # a cumulative average over the batches below
+    try:
+        with precision:
+            for inputs, _ in batches:
+                forward(model, inputs)
+    finally:
+        for norm, momentum in zip(norms, momenta, strict=True):
+            norm.momentum = momentum
+
+
+class Recalibrated(Supervised):
+    """`Supervised` that, on a synthetic pool, evaluates with BatchNorm statistics of the current weights
+    (`recalibrate_batchnorm` on the pool's first batches, `RECALIBRATION` images or the whole pool): a real dataset's
+    epochs keep the running averages current, a short synthetic run at a large learning rate does not."""
+
+    #: Images whose statistics an evaluation normalises with (fewer make them noisy at small batches).
+    RECALIBRATION = 256
+
+    def evaluate(self) -> float:
+        if self.epoch_steps is None:
+            count = -(-self.RECALIBRATION // self.items_per_step)
+            recalibrate_batchnorm(self.model, self.batches[:count], self.autocast)
+        return super().evaluate()
