@@ -73,7 +73,7 @@ def test_pool_covers_its_frames_and_the_held_out_audio_is_the_same_for_every_bat
 @pytest.mark.parametrize("preset", ["cpu", "real"])
 def test_target_is_below_the_best_gaussian_of_the_audio(preset: str) -> None:
     """The audio has about unit mean square, so untrained flows (rotations) score about 0.5, as does the best
-    Gaussian that ignores the mel and the audio's structure (0.5 + log(rms)): the target needs both."""
+    Gaussian that ignores the mel and the audio's structure (0.5 + log(rms)): the target needs a model of the audio."""
     p = WORKLOAD.presets[preset]
     ((_, audio), _), *_ = waveglow.ToneSpeech(p, CPU).batches(-(-p["held_out_frames"] // waveglow.frames(p)), 1, 2)
     gaussian = 0.5 + 0.5 * math.log(float(audio.square().mean()))
