@@ -42,20 +42,50 @@ def test_items_per_step_counts_unpadded_mel_frames() -> None:
     assert build().items_per_step == 36 * PRESET["frames_per_char"]
 
 
-def test_mel_is_the_characters_spectrograms_in_a_row() -> None:
-    (b,) = tacotron2.text_mel_batches(PRESET, 4, 1)
-    per_char = PRESET["frames_per_char"]
+def test_mel_is_the_characters_spectra_held_in_a_row() -> None:
+    (b,) = tacotron2.text_mel_batches(PRESET, 4, 1, seed=1)
+    per_char, sounds = PRESET["frames_per_char"], tacotron2.spectra(PRESET)
     assert b.text.shape == (4, 6) and b.mel.shape == (4, PRESET["n_mel"], 6 * per_char)
     assert torch.equal(b.text_mask, b.text == tacotron2.PAD) and torch.equal(b.mel_mask.sum(1), b.text_lengths * 3)
-    # The same symbol sounds the same wherever it occurs; padding is silence and the stop token is set from the
-    # last real frame on.
+    # Texts use the voiced symbols only; each character is its symbol's steady spectrum for frames_per_char frames
+    # (padding is silence), and the stop token is set from the last real frame on.
+    assert int(b.text[~b.text_mask].min()) >= 1 and int(b.text.max()) <= PRESET["voiced"]
     frames = b.mel.transpose(1, 2).unflatten(1, (6, per_char))  # B, T_in, per_char, n_mel
-    first = b.text[0, 0]
-    for i, j in (b.text == first).nonzero().tolist():
-        assert torch.equal(frames[i, j], frames[0, 0])
+    assert torch.equal(frames, sounds[b.text][:, :, None].expand_as(frames))
     assert (frames[b.text_mask] == 0).all()
     last = b.text_lengths[-1] * per_char - 1
     assert b.gate[-1, last - 1] == 0 and (b.gate[-1, last:] == 1).all()
+
+
+def test_spectra_are_coarse_envelopes_of_the_real_preset_s_mel_channels() -> None:
+    p = WORKLOAD.presets["real"]
+    sounds = tacotron2.spectra(p)
+    assert sounds.shape == (148, 80) and (sounds[tacotron2.PAD] == 0).all()
+    # 8 bands of 10 adjacent channels; the voiced symbols all sound different.
+    assert torch.equal(sounds, sounds[:, ::10].repeat_interleave(10, 1))
+    assert len(sounds[1 : p["voiced"] + 1].unique(dim=0)) == p["voiced"]
+
+
+@pytest.mark.parametrize("batch", [2, 36, 256])
+def test_pool_covers_the_symbols_and_the_held_out_texts_are_the_same_for_every_batch(batch: int) -> None:
+    p = WORKLOAD.reduced("real")  # texts of 1 character: the most batches
+    trainer = WORKLOAD.build(Setup(p, batch, CPU, resolve("fp32", CPU)))
+    characters = sum(int(b.text_lengths.sum()) for b in trainer.batches)
+    assert characters >= p["pool_chars"] and len(trainer.batches) >= p["batches"]
+    (held,) = trainer.held_out
+    (reference,) = WORKLOAD.build(Setup(p, 3, CPU, resolve("fp32", CPU))).held_out
+    assert torch.equal(held.text, reference.text) and int(held.text_lengths.sum()) >= p["held_out_chars"]
+
+
+@pytest.mark.parametrize("preset", ["cpu", "real"])
+def test_target_is_below_the_best_constant_answer(preset: str) -> None:
+    """The quality target cannot be met by predicting each mel channel's mean frame: the model must tell the
+    symbols apart."""
+    p = WORKLOAD.presets[preset]
+    (held,) = tacotron2.text_mel_batches(p, 64, 1, seed=2)
+    frames = held.mel.transpose(1, 2)[held.mel_mask]  # real frames, n_mel
+    constant = float(frames.var(0, correction=0).mean())
+    assert WORKLOAD.quality.target < constant - 0.25, constant
 
 
 def test_learns_in_fp32() -> None:
@@ -93,10 +123,10 @@ def test_real_preset_is_dle_tacotron2() -> None:
     parts += [1536 * 80 + 80, 1536 + 1, 80 * 512 * 5 + 1536 + 3 * (512 * 512 * 5 + 1536) + 512 * 80 * 5 + 240]
     assert sum(q.numel() for q in model.parameters()) == sum(parts) == 28_193_153
     # LJSpeech-like batches: 40-160 characters of 6 frames, 80 mel channels.
-    (b,) = tacotron2.text_mel_batches(p, 2, 1)
+    (b,) = tacotron2.text_mel_batches(p, 2, 1, seed=1)
     assert b.text.shape == (2, 160) and b.mel.shape == (2, 80, 960) and int(b.mel_mask.sum()) == 1200
     # The real-width model on a short text.
-    (short,) = tacotron2.text_mel_batches({**p, "min_text": 3, "max_text": 4}, 2, 1)
+    (short,) = tacotron2.text_mel_batches({**p, "min_text": 3, "max_text": 4}, 2, 1, seed=1)
     short = short.to(torch.device("meta"), torch.float32)
     mel, post, gate, alignments = model(short.text, short.text_lengths, short.text_mask, short.mel)
     assert mel.shape == post.shape == (2, 80, 24) and gate.shape == (2, 24) and alignments.shape == (2, 24, 4)
