@@ -17,7 +17,7 @@ import torch
 
 from ..config.matrix import Case
 from ..run.flops import Work
-from ..run.loadgen import LoadgenRun
+from ..run.loadgen import LoadgenRun, Scenario
 from ..run.measure import Measurement
 from ..run.quality import QualityResult
 from ..run.serving import Accuracy
@@ -85,10 +85,16 @@ class Record:
     accuracy_reference: float | None = None  #: the FP32 model's accuracy on the same samples, without LoadGen
     accuracy_ratio: float | None = None  #: quality_value / accuracy_reference
     peak_qps: float | None = None  #: --find-peak-qps: the highest Server target QPS LoadGen judged VALID
+    #: inference: LoadGen's host-dependent settings the run used, e.g. "offline_expected_qps=780"
+    loadgen_setting: str = ""
+    #: where they came from: "calibrated: <what was measured on the host>", "system file" (pinned), or each one's
+    loadgen_setting_source: str = ""
     data: str = ""  #: "synthetic", or the real dataset and its folder
     compiled: bool = False  #: the models ran through torch.compile
-    flops_per_item: float | None = None  #: counted in one training step (forward, backward, optimizer)
-    flops_achieved: float | None = None  #: FLOP/s: flops_per_item x mean
+    #: counted in one training step (forward, backward, optimizer); inference: one sample's forward pass (FP32 model)
+    flops_per_item: float | None = None
+    #: FLOP/s: flops_per_item x mean (inference latency in ms: x samples per query / the latency in s)
+    flops_achieved: float | None = None
     peak_flops: float | None = None  #: FLOP/s of the run's devices at the precision's math
     peak_fraction: float | None = None  #: flops_achieved / peak_flops
     peak_source: str = ""
@@ -211,6 +217,8 @@ def build(
         _loadgen(record, loadgen)
         if record.mean is not None and record.validity == "VALID":
             _judge(record, judge, bool(record.lower_is_better))
+            if work is not None:
+                _served_flops(record, work, loadgen[-1].scenario)
     if accuracy is not None:
         record.accuracy_reference, record.accuracy_ratio = accuracy.reference, accuracy.ratio
     if reported is not None:
@@ -263,6 +271,10 @@ def _loadgen(record: Record, runs: list[LoadgenRun]) -> None:
     figure across the runs' official metrics."""
     last = runs[-1].result
     record.loadgen_dir, record.seconds = str(runs[-1].outdir), sum(r.seconds for r in runs)
+    record.loadgen_setting, record.loadgen_setting_source = (
+        runs[-1].scenario.settings_text,
+        runs[-1].scenario.sources_text,
+    )
     invalid = [r.result for r in runs if not r.result.valid]
     shown = invalid[0] if invalid else last
     record.validity, record.failed_checks = shown.validity or "", ", ".join(shown.failed_checks)
@@ -273,3 +285,16 @@ def _loadgen(record: Record, runs: list[LoadgenRun]) -> None:
     _summary(record, across_runs([summarize([m.value]) for m in metrics]))
     record.runs = len(runs)
     record.run_means = [m.value for m in metrics] if len(metrics) > 1 else []
+
+
+def _served_flops(record: Record, work: Work, scenario: Scenario) -> None:
+    """FLOP/s of a VALID inference figure: samples/s x FLOPs per sample, or for a latency the samples of a query
+    (1 in SingleStream) in that many ms."""
+    assert record.mean is not None
+    if record.lower_is_better:
+        samples = scenario.multi_stream_samples_per_query if scenario.name == "multistream" else 1
+        record.flops_achieved = work.flops_per_item * samples / (record.mean / 1e3)
+    else:
+        record.flops_achieved = work.flops_per_item * record.mean
+    if work.peak_flops:
+        record.peak_fraction = record.flops_achieved / work.peak_flops
