@@ -323,6 +323,7 @@ class Serve:
         self.library = loadgen.SampleLibrary(samples, samples)
         self._predict: Answerer | None = None  #: the served model, kept for reruns of an inconclusive verdict
         self._calibration: calibration.Calibration | None = None  #: measured once per test, when needed
+        self._recalibrated = False  #: whether an INVALID run called for a second calibration
 
     def _model(self) -> tuple[Trained, Answerer]:
         try:
@@ -346,15 +347,31 @@ class Serve:
             if self._searching:
                 run = self._peak(predict)
             else:
-                with self.session.sampler(self.lease) as sampler:
-                    run = loadgen.run(predict, self.library, self.scenario, self.logs)
-                self.node.stash[TELEMETRY] = sampler.telemetry
+                run = self._measured(predict)
+                wrong = calibration.misfit(self.scenario, run.result, pinned=False)
+                if wrong is not None and not self._recalibrated:
+                    self._recalibrate(predict, wrong, run.result.failed_checks)
+                    run = self._measured(predict)
         except loadgen.PredictError as exc:
             problem = f"{self.case.id}: {exc}"
         else:
             self.node.stash.setdefault(LOADGEN, []).append(run)
             return run
         pytest.fail(problem, pytrace=False)
+
+    def _measured(self, predict: Answerer) -> loadgen.LoadgenRun:
+        with self.session.sampler(self.lease) as sampler:
+            run = loadgen.run(predict, self.library, self.scenario, self.logs)
+        self.node.stash[TELEMETRY] = sampler.telemetry
+        return run
+
+    def _recalibrate(self, predict: Answerer, wrong: calibration.Misfit, checks: tuple[str, ...]) -> None:
+        """A calibrated setting made the run INVALID: the calibration window did not foresee the run (the host's load
+        changed). Calibrate again, once per test, and run again with the new settings (their source says why)."""
+        self._recalibrated = True
+        self._calibration = calibration.calibrate(predict, self.library, self.scenario)
+        note = f" again, after {wrong.setting}={wrong.value:g} made a run INVALID ({', '.join(checks)})"
+        self.scenario = self._calibration.settle(calibration.unsettle(self.scenario), note)
 
     @property
     def _searching(self) -> bool:
@@ -429,7 +446,7 @@ class Serve:
             measured = self._calibrated(self._predict)
             key = pin_key(self.case.benchmark, scenario.name, misfit.setting)
             lines.append(
-                f"{self.case.system.path}: {key}: {misfit.given:g} is {misfit.why}; set it to "
+                f"{self.case.system.path}: {key}: {misfit.value:g} is {misfit.why}; set it to "
                 f"{measured.settings[misfit.setting]:g} (calibrated here: {measured.timing.describe()}), or remove it "
                 "to calibrate it before every run"
             )

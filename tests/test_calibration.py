@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from pytest_mlperf.run import calibration
-from pytest_mlperf.run.calibration import Misfit, calibrate, misfit, time_predict
+from pytest_mlperf.run.calibration import Misfit, calibrate, misfit, time_predict, unsettle
 from pytest_mlperf.run.loadgen import SampleLibrary, Scenario, run
 
 
@@ -106,6 +106,11 @@ def test_settle_fills_what_is_unset_and_keeps_pins() -> None:
     assert settled.sources_text == (
         f"server_target_qps: calibrated: {measured.timing.describe()}; server_target_latency_ms: system file"
     )
+    # calibrating again (after an INVALID run) replaces the calibrated setting only, and says why
+    assert unsettle(settled) == pinned
+    again = measured.settle(unsettle(settled), " again, after a run was INVALID")
+    assert again.source("server_target_qps").startswith("calibrated again, after a run was INVALID: predict of 1 sample")
+    assert again.source("server_target_latency_ms") == "system file"
     offline = Scenario("offline", max_batch=2)
     settled = calibrate(sut, SampleLibrary(16, 16), offline, window_s=0.1, clock=sut.clock).settle(offline)
     assert settled.sources_text.startswith("calibrated: predict of 2 samples: median ")
@@ -162,6 +167,7 @@ def test_misfit_names_the_pinned_setting_that_made_a_run_invalid(tmp_path: Path)
     )
     calibrated = dataclasses.replace(pinned, sources=(("offline_expected_qps", "calibrated: ..."),))
     assert misfit(calibrated, result) is None  # not a pin: nothing in the system file to change
+    assert misfit(calibrated, result, pinned=False) == misfit(pinned, result)  # a calibration to repeat
 
 
 def test_misfit_blames_a_pinned_server_target_before_the_bound(tmp_path: Path) -> None:

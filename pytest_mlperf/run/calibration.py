@@ -19,7 +19,8 @@ from the figure whose error is harmless for it:
   fastest call: here an overestimate of the speed is what hurts.
 
 A pinned value is used as given; when a run is INVALID because of it, `misfit` finds it (the failure then names it
-and the calibrated value to set).
+and the calibrated value to set). When a calibrated one made the run INVALID (the window did not foresee the run, as
+on a host whose load changed), the caller calibrates again (`unsettle`, then `settle`) and runs once more.
 """
 
 from __future__ import annotations
@@ -77,14 +78,27 @@ class Calibration:
     timing: Timing
     settings: dict[str, float]  #: Scenario field -> value
 
-    def settle(self, scenario: Scenario) -> Scenario:
-        """`scenario` with its unset host settings taken from this calibration (the given ones kept)."""
+    def settle(self, scenario: Scenario, note: str = "") -> Scenario:
+        """`scenario` with its unset host settings taken from this calibration (the given ones kept); `note` says
+        why it was calibrated, when not simply because nothing was given."""
         unset = scenario.unset
         if not unset:
             return scenario
         values = {name: self.settings[name] for name in unset}
-        sources = scenario.sources + tuple((name, f"{CALIBRATED}: {self.timing.describe()}") for name in unset)
-        return dataclasses.replace(scenario, **values, sources=sources)
+        source = f"{CALIBRATED}{note}: {self.timing.describe()}"
+        return dataclasses.replace(scenario, **values, sources=scenario.sources + tuple((n, source) for n in unset))
+
+
+def calibrated(scenario: Scenario) -> set[str]:
+    """The scenario's host settings that were calibrated (the others given)."""
+    return {name for name, source in scenario.sources if source.startswith(CALIBRATED)}
+
+
+def unsettle(scenario: Scenario) -> Scenario:
+    """`scenario` without its calibrated settings, to calibrate them again."""
+    drop = calibrated(scenario)
+    sources = tuple((name, source) for name, source in scenario.sources if name not in drop)
+    return dataclasses.replace(scenario, **dict.fromkeys(drop), sources=sources)
 
 
 def _round(value: float) -> float:
@@ -176,10 +190,10 @@ def calibrate(
 
 @dataclass(frozen=True)
 class Misfit:
-    """A given (not calibrated) setting whose value made a run INVALID on this host."""
+    """A host setting whose value made a run INVALID on this host."""
 
     setting: str  #: the Scenario field
-    given: float
+    value: float
     why: str
 
 
@@ -199,14 +213,16 @@ _SYMPTOMS = {
 _SYMPTOMS["multi_stream_expected_latency_ms"] = _SYMPTOMS["single_stream_expected_latency_ms"]
 
 
-def misfit(scenario: Scenario, result: LoadgenResult) -> Misfit | None:
-    """The given setting of an INVALID run whose value explains its unmet checks; for Server the target before the
-    bound (a pinned bound is MLPerf's; the target is what a host sets). Its value to set is a calibration's."""
+def misfit(scenario: Scenario, result: LoadgenResult, pinned: bool = True) -> Misfit | None:
+    """The setting of an INVALID run whose value explains its unmet checks, among the given ones (`pinned`) or the
+    calibrated ones; for Server the target before the bound (a pinned bound is MLPerf's; the target is what a host
+    sets). A pinned one's value to set is a calibration's; a calibrated one calls for a fresh calibration (the
+    calibration window did not foresee the run, e.g. on a host whose load changed)."""
     if result.valid:
         return None
-    calibrated = {name for name, source in scenario.sources if source.startswith(CALIBRATED)}
+    wanted = set(scenario.host_settings) - calibrated(scenario) if pinned else calibrated(scenario)
     for name, value in scenario.host_settings.items():
         checks, why = _SYMPTOMS[name]
-        if value is not None and name not in calibrated and checks & set(result.failed_checks):
+        if value is not None and name in wanted and checks & set(result.failed_checks):
             return Misfit(name, value, why)
     return None
