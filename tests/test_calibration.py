@@ -177,7 +177,7 @@ def test_misfit_blames_a_pinned_server_target_before_the_bound(tmp_path: Path) -
     result = run(sleepy(0.005), SampleLibrary(8, 8), server, tmp_path).result
     assert not result.valid and "latency constraint" in result.failed_checks
     found = misfit(server, result)
-    assert found is not None and (found.setting, found.given) == ("server_target_qps", 3000)
+    assert found is not None and (found.setting, found.value) == ("server_target_qps", 3000)
     bound_only = dataclasses.replace(server, sources=(("server_target_qps", "calibrated: ..."),))
     found = misfit(bound_only, result)
     assert found is not None and found.setting == "server_target_latency_ms"
