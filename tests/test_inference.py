@@ -4,6 +4,7 @@ on any host)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -170,6 +171,59 @@ def test_bert_answers_are_spans_scored_with_squad_f1() -> None:
         answers = predict_all(Answerer(served_model, model.inputs, serving, preset, context), 64, 16)
         assert answers.shape == (64, 2) and answers.dtype == "int32"
         assert (answers[:, 0] <= answers[:, 1]).all() and serving.score(answers, targets) >= 95.0
+
+
+def test_inference_rows_carry_the_loadgen_setting_and_the_served_flops(tmp_path: Path) -> None:
+    from pytest_mlperf.results.loadgen_logs import parse_logs
+    from pytest_mlperf.results.record import build
+    from pytest_mlperf.results.verdict import Judge
+    from pytest_mlperf.run.flops import Work
+    from pytest_mlperf.run.loadgen import LoadgenRun
+
+    scenarios = {
+        "offline": {"expected_qps": 140, "max_batch": 16, "min_duration_ms": 1000, "min_query_count": 1},
+        "server": {"latency_ms": 50, "max_batch": 4, "min_duration_ms": 1000, "min_query_count": 500},
+        "multistream": {"min_duration_ms": 1000, "min_query_count": 662},
+    }
+    rows = load(write(tmp_path, inference_system("rows", scenarios, precisions=["fp32"])))
+    cases = {c.performance: c for c in expand("inference", [], [rows])}
+    work = Work(2e6, 1e12, "a roof")
+    records = {}
+    for name, folder in (
+        ("offline", "offline-short"),
+        ("server", "server-valid"),
+        ("multistream", "multistream-valid"),
+    ):
+        logs = REPO / "fixtures" / "loadgen" / folder  # real LoadGen runs (fixtures/loadgen/record.py)
+        scenario = cases[name].scenario
+        assert scenario is not None
+        settled = dataclasses.replace(
+            scenario,
+            server_target_qps=500 if name == "server" else None,
+            multi_stream_expected_latency_ms=1.1 if name == "multistream" else None,
+            sources=(
+                *scenario.sources,
+                ("server_target_qps", "calibrated: X"),
+                ("multi_stream_expected_latency_ms", "calibrated: Y"),
+            ),
+        )
+        run = LoadgenRun(settled, logs, parse_logs(logs), 1.0)
+        records[name] = build(cases[name], "cpu", [], None, work, Judge(None), [run])
+    offline, server, multistream = records["offline"], records["server"], records["multistream"]
+    assert (offline.loadgen_setting, offline.loadgen_setting_source) == ("offline_expected_qps=140", "system file")
+    assert offline.validity == "INVALID" and offline.flops_achieved is None  # no figure from an INVALID run
+    assert server.loadgen_setting == "server_target_qps=500, server_target_latency_ms=50"
+    assert server.loadgen_setting_source == "server_target_qps: calibrated: X; server_target_latency_ms: system file"
+    assert (multistream.loadgen_setting, multistream.loadgen_setting_source) == (
+        "multi_stream_expected_latency_ms=1.1",
+        "calibrated: Y",
+    )
+    for record in records.values():
+        assert (record.flops_per_item, record.peak_flops, record.peak_source) == (2e6, 1e12, "a roof")
+    assert server.mean and server.flops_achieved == pytest.approx(2e6 * server.mean)  # samples/s
+    assert multistream.unit == "ms" and multistream.mean  # 8 samples per query in that many ms
+    assert multistream.flops_achieved == pytest.approx(2e6 * 8 / (multistream.mean / 1e3))
+    assert multistream.peak_fraction == pytest.approx(multistream.flops_achieved / 1e12)
 
 
 def test_suite_runs_loadgen_valid_and_accurate_and_fails_invalid(pytester: pytest.Pytester, tmp_path: Path) -> None:
