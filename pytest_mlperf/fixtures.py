@@ -25,7 +25,7 @@ from .resources.devices import Unavailable, describe, fits, place
 from .resources.leasing import Lease, LeaseTimeout
 from .resources.telemetry import MIN_SAMPLES, Telemetry
 from .results import mllog
-from .results.loadgen_logs import parse_logs
+from .results.loadgen_logs import LoadgenResult, parse_logs
 from .results.repeats import across_runs, quality_across_runs
 from .results.stats import summarize
 from .results.verdict import Figure, Verdict, against_quality
@@ -350,7 +350,7 @@ class Serve:
                 run = self._measured(predict)
                 wrong = calibration.misfit(self.scenario, run.result, pinned=False)
                 if wrong is not None and not self._recalibrated:
-                    self._recalibrate(predict, wrong, run.result.failed_checks)
+                    self._recalibrate(predict, wrong, run.result)
                     run = self._measured(predict)
         except loadgen.PredictError as exc:
             problem = f"{self.case.id}: {exc}"
@@ -365,12 +365,14 @@ class Serve:
         self.node.stash[TELEMETRY] = sampler.telemetry
         return run
 
-    def _recalibrate(self, predict: Answerer, wrong: calibration.Misfit, checks: tuple[str, ...]) -> None:
+    def _recalibrate(self, predict: Answerer, wrong: calibration.Misfit, result: LoadgenResult) -> None:
         """A calibrated setting made the run INVALID: the calibration window did not foresee the run (the host's load
-        changed). Calibrate again, once per test, and run again with the new settings (their source says why)."""
+        changed, or the SUT's per-query overhead limits Server). Calibrate again, heeding what the run measured, once
+        per test, and run again with the new settings (their source says why)."""
         self._recalibrated = True
-        self._calibration = calibration.calibrate(predict, self.library, self.scenario)
-        note = f" again, after {wrong.setting}={wrong.value:g} made a run INVALID ({', '.join(checks)})"
+        self._calibration = calibration.calibrate(predict, self.library, self.scenario).heeding(result)
+        checks = ", ".join(result.failed_checks)
+        note = f" again, after {wrong.setting}={wrong.value:g} made a run INVALID ({checks})"
         self.scenario = self._calibration.settle(calibration.unsettle(self.scenario), note)
 
     @property
@@ -443,11 +445,11 @@ class Serve:
         misfit = calibration.misfit(scenario, run.result)
         if misfit is not None:
             assert self._predict is not None  # set by performance()
-            measured = self._calibrated(self._predict)
+            measured = self._calibrated(self._predict).heeding(run.result)
             key = pin_key(self.case.benchmark, scenario.name, misfit.setting)
             lines.append(
                 f"{self.case.system.path}: {key}: {misfit.value:g} is {misfit.why}; set it to "
-                f"{measured.settings[misfit.setting]:g} (calibrated here: {measured.timing.describe()}), or remove it "
+                f"{measured.settings[misfit.setting]:g} (calibrated here: {measured.describe()}), or remove it "
                 "to calibrate it before every run"
             )
         return lines

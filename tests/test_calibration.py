@@ -8,11 +8,13 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from pytest_mlperf.results.loadgen_logs import LoadgenResult, parse_logs
 from pytest_mlperf.run import calibration
 from pytest_mlperf.run.calibration import Misfit, calibrate, misfit, time_predict, unsettle
 from pytest_mlperf.run.loadgen import SampleLibrary, Scenario, run
@@ -66,11 +68,11 @@ def test_a_slow_predict_is_timed_min_calls_times() -> None:
     [
         # the fastest call of 32 samples takes 42 ms: 2 x 762 samples/s
         (Scenario("offline", max_batch=32), 32, {"offline_expected_qps": 2.0 * 32 / 0.042}),
-        # the median call of 8 samples takes 18 ms: half of 444 samples/s, and 8 x 18 ms
+        # the median call of 8 samples takes 18 ms: half of 444 samples/s, and 8 x 18 ms + 100 ms for the scheduler
         (
             Scenario("server", max_batch=8),
             8,
-            {"server_target_qps": 0.5 * 8 / 0.018, "server_target_latency_ms": 8 * 18},
+            {"server_target_qps": 0.5 * 8 / 0.018, "server_target_latency_ms": 8 * 18 + 100},
         ),
         (Scenario("singlestream", max_batch=8), 1, {"single_stream_expected_latency_ms": 0.5 * 11}),
         # a query of 8 samples answered in calls of 4: 2 x 14 ms
@@ -88,7 +90,42 @@ def test_settings_follow_the_measured_times_with_the_stated_margins(
     for name, value in settings.items():
         assert measured.settings[name] == pytest.approx(value, rel=0.005)  # three significant figures
     assert (calibration.OFFLINE_MARGIN, calibration.LATENCY_MARGIN) == (2.0, 0.5)
-    assert (calibration.SERVER_LOAD, calibration.SERVER_BOUND) == (0.5, 8.0)
+    assert (calibration.SERVER_LOAD, calibration.SERVER_BOUND, calibration.SCHEDULING_MS) == (0.5, 8.0, 100.0)
+
+
+def figure(result: LoadgenResult) -> float:
+    assert result.metric is not None
+    return result.metric.value
+
+
+#: the recorded INVALID runs (real LoadGen output, fixtures/loadgen/record.py), a calibration that alone would repeat
+#: their mistake (so slow or so fast a SUT), and the setting each run's own figure moves in the safe direction
+HEEDED = [
+    # an Offline query that ended early answered at a real rate: expect at least twice it
+    ("offline-short", Scenario("offline", max_batch=16), 100.0, "offline_expected_qps", lambda r: 2 * figure(r)),
+    # a late Server run completed a real rate: offer at most half of it
+    ("server-overloaded", Scenario("server"), 1e-6, "server_target_qps", lambda r: 0.5 * figure(r)),
+    # a run that ran out of queries: expect at most half its fastest query's latency
+    ("singlestream-short", Scenario("singlestream"), 100.0, "single_stream_expected_latency_ms",
+     lambda r: 0.5 * r.latency_ms["min"]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("folder", "scenario", "cost", "setting", "moved"), HEEDED, ids=[h[0] for h in HEEDED])
+def test_a_calibration_heeds_what_an_invalid_run_measured(
+    folder: str, scenario: Scenario, cost: float, setting: str, moved: Callable[[LoadgenResult], float]
+) -> None:
+    result = parse_logs(Path(__file__).resolve().parent.parent / "fixtures" / "loadgen" / folder)
+    assert not result.valid
+    sut = FakeSut(base=cost, per_sample=0)
+    measured = calibrate(sut, SampleLibrary(16, 16), scenario, window_s=0.1, clock=sut.clock)
+    heeded = measured.heeding(result)
+    assert heeded.settings[setting] == pytest.approx(moved(result), rel=0.005)
+    assert heeded.settings[setting] != measured.settings[setting]
+    assert heeded.describe().startswith(measured.timing.describe() + "; an INVALID run")
+    assert heeded.settle(scenario).source(setting).endswith(heeded.heeded)
+    # a run without the figure leaves the calibration as it was
+    assert measured.heeding(dataclasses.replace(result, metric=None, latency_ms={})).settings == measured.settings
 
 
 def test_settle_fills_what_is_unset_and_keeps_pins() -> None:
@@ -109,7 +146,9 @@ def test_settle_fills_what_is_unset_and_keeps_pins() -> None:
     # calibrating again (after an INVALID run) replaces the calibrated setting only, and says why
     assert unsettle(settled) == pinned
     again = measured.settle(unsettle(settled), " again, after a run was INVALID")
-    assert again.source("server_target_qps").startswith("calibrated again, after a run was INVALID: predict of 1 sample")
+    assert again.source("server_target_qps").startswith(
+        "calibrated again, after a run was INVALID: predict of 1 sample"
+    )
     assert again.source("server_target_latency_ms") == "system file"
     offline = Scenario("offline", max_batch=2)
     settled = calibrate(sut, SampleLibrary(16, 16), offline, window_s=0.1, clock=sut.clock).settle(offline)
