@@ -68,11 +68,11 @@ def test_a_slow_predict_is_timed_min_calls_times() -> None:
     [
         # the fastest call of 32 samples takes 42 ms: 2 x 762 samples/s
         (Scenario("offline", max_batch=32), 32, {"offline_expected_qps": 2.0 * 32 / 0.042}),
-        # the median call of 8 samples takes 18 ms: half of 444 samples/s, and 8 x 18 ms + 100 ms for the scheduler
+        # the median call of 8 samples takes 18 ms: half of 444 samples/s, and 8 x 18 ms + 200 ms for the scheduler
         (
             Scenario("server", max_batch=8),
             8,
-            {"server_target_qps": 0.5 * 8 / 0.018, "server_target_latency_ms": 8 * 18 + 100},
+            {"server_target_qps": 0.5 * 8 / 0.018, "server_target_latency_ms": 8 * 18 + 200},
         ),
         (Scenario("singlestream", max_batch=8), 1, {"single_stream_expected_latency_ms": 0.5 * 11}),
         # a query of 8 samples answered in calls of 4: 2 x 14 ms
@@ -90,7 +90,7 @@ def test_settings_follow_the_measured_times_with_the_stated_margins(
     for name, value in settings.items():
         assert measured.settings[name] == pytest.approx(value, rel=0.005)  # three significant figures
     assert (calibration.OFFLINE_MARGIN, calibration.LATENCY_MARGIN) == (2.0, 0.5)
-    assert (calibration.SERVER_LOAD, calibration.SERVER_BOUND, calibration.SCHEDULING_MS) == (0.5, 8.0, 100.0)
+    assert (calibration.SERVER_LOAD, calibration.SERVER_BOUND, calibration.SCHEDULING_MS) == (0.5, 8.0, 200.0)
 
 
 def figure(result: LoadgenResult) -> float:
