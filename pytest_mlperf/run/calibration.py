@@ -16,8 +16,8 @@ from the figure whose error is harmless for it:
   and then its own (2 x) while arrivals stay below capacity; the rest of the multiple absorbs Poisson bursts, since
   LoadGen's early stopping wants none of the 459 queries of a short run late. SCHEDULING_MS is for the threads a
   query crosses (LoadGen's issuing thread, the SUT's worker, the GIL between them): their wake-ups take time slices
-  on a shared CPU however fast it is (p99 up to ~120 ms, p99.9 ~250 ms on this 2-core VM with ~12 threads of
-  other sessions runnable; the bound of a tiny model would otherwise be a few ms). The run lasts
+  on a shared CPU however fast it is (BERT's and DLRM's 1-10 ms batches had p99 latencies of 110-120 ms on this
+  2-core VM with ~12 threads of other sessions runnable; their bound would otherwise be a few ms). The run lasts
   min_query_count / target_qps, about 115 x that median for 460 queries and max_batch 8. The median, not the
   fastest call: here an overestimate of the speed is what hurts.
 
