@@ -306,18 +306,19 @@ def test_suite_runs_loadgen_valid_and_accurate_and_fails_invalid(pytester: pytes
     assert "resnet50-offline-int8 (samples/s)" in pivot and "resnet50-singlestream-int8 (ms)" in pivot
 
 
-def test_find_peak_qps_searches_server_on_the_valid_verdict(pytester: pytest.Pytester, tmp_path: Path) -> None:
-    systems, reports = tmp_path / "systems", tmp_path / "reports"
-    systems.mkdir()
+def test_find_peak_qps_searches_server_on_the_valid_verdict(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(OUTLIER_CONFTEST)  # a toy model: the search's many Server runs take seconds
+    pytester.makepyfile(test_suite=(REPO / "suites" / "test_inference.py").read_text())
+    content = system("peak", benchmark="outlier")
     server = {"max_batch": 8, "min_duration_ms": 300, "min_query_count": 460}  # target and bound calibrated
-    write(systems, inference_system("peak", {"server": server}, precisions=["fp32"]))
-    result = pytester.runpytest_subprocess(
-        str(REPO / "suites"), f"--rootdir={REPO}", "-p", "no:cacheprovider",
-        "-o", "mlperf_plots=false", "--system=peak",
-        f"--systems-dir={systems}", f"--mlperf-reports={reports}", "-m", "server", "--find-peak-qps",
-    )  # fmt: skip
+    content["inference"] = {
+        "outlier": {"preset": "cpu", "samples": 64, "precisions": ["fp32"], "scenarios": {"server": server}}
+    }
+    (pytester.path / "systems").mkdir()
+    write(pytester.path / "systems", content)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--system=peak", "-m", "server", "--find-peak-qps")
     result.assert_outcomes(passed=1)
-    (record,) = json.loads((reports / "latest" / "results.json").read_text())["records"]
+    (record,) = json.loads((pytester.path / "reports" / "latest" / "results.json").read_text())["records"]
     trials = record["peak_trials"]
     valid = [t["target_qps"] for t in trials if t["validity"] == "VALID"]
     invalid = [t["target_qps"] for t in trials if t["validity"] == "INVALID"]
