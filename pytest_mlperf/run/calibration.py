@@ -41,11 +41,11 @@ from dataclasses import dataclass
 from ..results.loadgen_logs import LoadgenResult
 from .loadgen import Predict, SampleLibrary, Scenario
 
-OFFLINE_MARGIN = 2.0
-LATENCY_MARGIN = 0.5
-SERVER_LOAD = 0.5
-SERVER_BOUND = 8.0
-SCHEDULING_MS = 200.0
+OFFLINE_MARGIN = 2.0  #: Offline expected_qps over the fastest measured rate
+LATENCY_MARGIN = 0.5  #: expected latency under the fastest measured one
+SERVER_LOAD = 0.5  #: Server target as a fraction of the measured capacity
+SERVER_BOUND = 8.0  #: Server p99 bound in median max_batch batch times...
+SCHEDULING_MS = 200.0  #: ...plus this, for thread wake-ups on a shared CPU
 WINDOW_S = 0.5  #: how long the timed calls last at least
 MIN_CALLS = 3  #: timed calls, however long they take
 WARMUP_CALLS = 1  #: untimed calls first (a first call builds kernels and buffers for its shape)
