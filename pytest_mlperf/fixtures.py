@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from .config.matrix import Case, expand
-from .config.schema import ImageRun
+from .config.schema import ImageRun, pin_key
 from .containers.engine import EngineUnavailable
 from .containers.launch import Launch, train_in_container
 from .containers.runner import Runner
@@ -26,17 +26,17 @@ from .resources.devices import Unavailable, describe, fits, place
 from .resources.leasing import Lease, LeaseTimeout
 from .resources.telemetry import MIN_SAMPLES, Telemetry
 from .results import mllog, scaling
-from .results.loadgen_logs import parse_logs
+from .results.loadgen_logs import LoadgenResult, parse_logs
 from .results.repeats import across_runs, quality_across_runs, training_interval
 from .results.stats import summarize
 from .results.verdict import Figure, Judge, Roof, Verdict, Verdicts, against_quality
-from .run import job, loadgen
+from .run import calibration, job, loadgen
 from .run.flops import Work
 from .run.measure import Measurement
 from .run.precision import unsupported
 from .run.probe import Between
 from .run.quality import QualityResult
-from .run.serving import Accuracy, Answerer, Trained, labels_of, logged_answers, predict_all, served, trained
+from .run.serving import Accuracy, Answerer, Trained, labels_of, logged_answers, predict_all, served, trained, work
 from .session import MlperfSession
 
 SESSION = pytest.StashKey[MlperfSession]()
@@ -396,6 +396,8 @@ class Serve:
         assert samples is not None  # System.scenario sets it
         self.library = loadgen.SampleLibrary(samples, samples)
         self._predict: Answerer | None = None  #: the served model, kept for reruns of an inconclusive verdict
+        self._calibration: calibration.Calibration | None = None  #: measured once per test, when needed
+        self._recalibrated = False  #: whether an INVALID run called for a second calibration
 
     def _model(self) -> tuple[Trained, Answerer]:
         try:
@@ -409,14 +411,21 @@ class Serve:
             pytest.fail(f"{self.case.id}: {exc}", pytrace=False)
         return model, Answerer(served_model, model.inputs, self.serving, self.case.preset, context)
 
+    def _calibrated(self, predict: Answerer) -> calibration.Calibration:
+        if self._calibration is None:
+            self._calibration = calibration.calibrate(predict, self.library, self.scenario)
+        return self._calibration
+
     def _run(self, predict: Answerer) -> loadgen.LoadgenRun:
         try:
             if self._searching:
                 run = self._peak(predict)
             else:
-                with self.session.sampler(self.lease) as sampler:
-                    run = loadgen.run(predict, self.library, self.scenario, self.logs)
-                self.node.stash[TELEMETRY] = sampler.telemetry
+                run = self._measured(predict)
+                wrong = calibration.misfit(self.scenario, run.result, pinned=False)
+                if wrong is not None and not self._recalibrated:
+                    self._recalibrate(predict, wrong, run.result)
+                    run = self._measured(predict)
         except loadgen.PredictError as exc:
             problem = f"{self.case.id}: {exc}"
         else:
@@ -424,13 +433,29 @@ class Serve:
             return run
         pytest.fail(problem, pytrace=False)
 
+    def _measured(self, predict: Answerer) -> loadgen.LoadgenRun:
+        with self.session.sampler(self.lease) as sampler:
+            run = loadgen.run(predict, self.library, self.scenario, self.logs)
+        self.node.stash[TELEMETRY] = sampler.telemetry
+        return run
+
+    def _recalibrate(self, predict: Answerer, wrong: calibration.Misfit, result: LoadgenResult) -> None:
+        """A calibrated setting made the run INVALID: the calibration window did not foresee the run (the host's load
+        changed, or the SUT's per-query overhead limits Server). Calibrate again, heeding what the run measured, once
+        per test, and run again with the new settings (their source says why)."""
+        self._recalibrated = True
+        self._calibration = calibration.calibrate(predict, self.library, self.scenario).heeding(result)
+        checks = ", ".join(result.failed_checks)
+        note = f" again, after {wrong.setting}={wrong.value:g} made a run INVALID ({checks})"
+        self.scenario = self._calibration.settle(calibration.unsettle(self.scenario), note)
+
     @property
     def _searching(self) -> bool:
         return self.case.performance == "server" and bool(self.node.config.getoption("mlperf_find_peak"))
 
     def _peak(self, predict: Answerer) -> loadgen.LoadgenRun:
-        """--find-peak-qps: the highest VALID Server target, searched from the system file's; the run at that target
-        is the result, every trial goes into the record."""
+        """--find-peak-qps: the highest VALID Server target, searched from the system file's or the calibrated one;
+        the run at that target is the result, every trial goes into the record."""
         start = time.perf_counter()
         search = loadgen.find_peak_qps(predict, self.library, self.scenario, self.logs)
         self.node.stash[PEAK] = search
@@ -438,23 +463,35 @@ class Serve:
             tried = ", ".join(f"{t.target_qps:.4g} ({', '.join(t.failed_checks)})" for t in search.trials)
             pytest.fail(f"{self.case.id}: no Server target QPS was VALID; tried {tried}", pytrace=False)
         best = next(t for t in search.trials if t.target_qps == search.peak_qps and t.validity == "VALID")
-        scenario = dataclasses.replace(self.scenario, server_target_qps=search.peak_qps)
+        first = (
+            f"--find-peak-qps from {self.scenario.server_target_qps:.4g} ({self.scenario.source('server_target_qps')})"
+        )
+        sources = tuple(p for p in self.scenario.sources if p[0] != "server_target_qps")
+        scenario = dataclasses.replace(
+            self.scenario, server_target_qps=search.peak_qps, sources=(*sources, ("server_target_qps", first))
+        )
         folder = Path(best.log_dir)
         return loadgen.LoadgenRun(scenario, folder, parse_logs(folder), time.perf_counter() - start)
 
     def performance(self) -> list[loadgen.LoadgenRun]:
-        """LoadGen runs of the case's scenario, one per --runs (with --find-peak-qps, Server's peak search, once);
-        their logs stay in `logs`."""
-        predict = self._model()[1]
+        """LoadGen runs of the case's scenario, one per --runs (with --find-peak-qps, Server's peak search, once),
+        with the host settings the system file leaves out calibrated on this host first; their logs stay in `logs`.
+        The served model's arithmetic (`Work`) goes into the record."""
+        model, predict = self._model()
+        devices = self.case.settings.devices
+        self.node.stash[WORK] = work(model, self.case.precision, self.device, self.scenario.max_batch, devices)
+        if self.scenario.unset:
+            self.scenario = self._calibrated(predict).settle(self.scenario)
         for _ in range(1 if self._searching else self.session.runs):
             self._run(predict)
         self._predict = predict  # for the reruns of an inconclusive verdict
         return self.node.stash[LOADGEN]
 
     def check(self, runs: list[loadgen.LoadgenRun]) -> None:
-        """An INVALID run fails, naming LoadGen's unmet checks; VALID ones are judged on the scenario's official
-        metric (across runs: their trimmed mean and spread) against the baseline and (with --compare) the earlier
-        run, latencies lower-is-better; an inconclusive verdict reruns (--rerun-inconclusive) or warns."""
+        """An INVALID run fails, naming LoadGen's unmet checks and the settings it ran with (a value pinned in the
+        system file that caused it, with the value to set); VALID ones are judged on the scenario's official metric
+        (across runs: their trimmed mean and spread) against the baseline and (with --compare) the earlier run,
+        latencies lower-is-better; an inconclusive verdict reruns (--rerun-inconclusive) or warns."""
         predict = self._predict
         assert predict is not None  # set by performance()
         reruns = 0 if self._searching else self.session.reruns
@@ -468,11 +505,29 @@ class Serve:
         for n, run in enumerate(runs, 1):
             if not run.result.valid:
                 which = f" in run {n} of {len(runs)}" if len(runs) > 1 else ""
-                fail_on(self.case, self.device, [f"{run.result.message}{which}\n(LoadGen logs: {run.outdir})"])
+                why = [f"{run.result.message}{which}", *self._invalid_settings(run)]
+                fail_on(self.case, self.device, [*why, f"(LoadGen logs: {run.outdir})"])
         metrics = [run.result.metric for run in runs if run.result.metric]  # a VALID run always logs its metric
         measured = Figure.of(across_runs([summarize([m.value]) for m in metrics]))
         judged = judge(self.node, self.case)
         return judged(measured, metrics[0].unit, metrics[0].lower_is_better, roof(self.case, self.node))
+
+    def _invalid_settings(self, run: loadgen.LoadgenRun) -> list[str]:
+        """What an INVALID run ran with, and the pinned setting that made it INVALID with the value to set (from the
+        test's calibration, measured now if the run needed none)."""
+        scenario = run.scenario
+        lines = [f"LoadGen settings: {scenario.settings_text} ({scenario.sources_text})"]
+        misfit = calibration.misfit(scenario, run.result)
+        if misfit is not None:
+            assert self._predict is not None  # set by performance()
+            measured = self._calibrated(self._predict).heeding(run.result)
+            key = pin_key(self.case.benchmark, scenario.name, misfit.setting)
+            lines.append(
+                f"{self.case.system.path}: {key}: {misfit.value:g} is {misfit.why}; set it to "
+                f"{measured.settings[misfit.setting]:g} (calibrated here: {measured.describe()}), or remove it "
+                "to calibrate it before every run"
+            )
+        return lines
 
     def accuracy(self) -> Accuracy:
         """LoadGen's AccuracyOnly pass over every sample, scored with the workload's metric against the held-out

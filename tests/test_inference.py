@@ -1,9 +1,12 @@
 """Inference through the real LoadGen: system-file schema, the matrix of inference Cases, and the suite end to end on
-small systems written here (one VALID, one whose Offline run cannot last its minimum duration)."""
+small systems written here (one calibrated on the host and VALID, one whose pinned Offline rate makes its run INVALID
+on any host)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +19,10 @@ from pytest_mlperf.config.matrix import expand
 from pytest_mlperf.config.schema import SystemFileError, load_system
 from pytest_mlperf.config.systems import check_against_workloads
 
+#: LoadGen's expected rates and latencies left out: calibrated on the host before each run
 SCENARIOS = {
-    "offline": {"expected_qps": 400, "max_batch": 32, "min_duration_ms": 300, "min_query_count": 1},
-    "singlestream": {"expected_latency_ms": 5, "min_duration_ms": 200, "min_query_count": 64},
+    "offline": {"max_batch": 32, "min_duration_ms": 300, "min_query_count": 1},
+    "singlestream": {"min_duration_ms": 200, "min_query_count": 64},
 }
 
 
@@ -65,15 +69,17 @@ def test_cases_have_scenario_ids_marks_and_loadgen_settings(tmp_path: Path) -> N
     offline_int8 = performance[2]
     assert offline_int8.marks == ("resnet", "resnet50", "inference", "offline", "int8")
     scenario = offline_int8.scenario
-    assert scenario is not None and (scenario.mode, scenario.offline_expected_qps, scenario.max_batch) == (
-        "performance",
-        400,
-        32,
-    )
+    assert scenario is not None and (scenario.mode, scenario.max_batch) == ("performance", 32)
+    assert scenario.unset == ["offline_expected_qps"] and scenario.sources == ()  # calibrated before the run
     assert scenario.performance_sample_count == 32 and scenario.min_duration_ms == 300
-    assert len({c.key for c in performance}) == len(performance)
+    pinned = {"server": {"target_qps": 50, "max_batch": 8, "min_duration_ms": 300, "min_query_count": 460}}
+    (server,) = expand("inference", [], [load(write(tmp_path, inference_system("pins", pinned, precisions=["fp32"])))])
+    assert server.scenario is not None and server.scenario.server_target_qps == 50
+    assert server.scenario.unset == ["server_target_latency_ms"]
+    assert server.scenario.sources == (("server_target_qps", "system file"),)
+    assert len({c.key(False, "synthetic") for c in performance}) == len(performance)
     accuracy = expand("inference", ["resnet50"], [tiny], accuracy=True)
-    assert [c.id for c in accuracy] == ["resnet50-fp32-tiny", "resnet50-int8-tiny"]
+    assert [c.id for c in accuracy] == ["resnet50-accuracy-fp32-tiny", "resnet50-accuracy-int8-tiny"]
     assert accuracy[1].marks == ("resnet", "resnet50", "inference", "accuracy", "int8")
     assert accuracy[1].scenario is not None and accuracy[1].scenario.mode == "accuracy"
     training = expand("training", ["resnet50"], [tiny])
@@ -89,13 +95,17 @@ def test_cases_have_scenario_ids_marks_and_loadgen_settings(tmp_path: Path) -> N
             "multistream",
         ),
         (
-            {"scenarios": {"offline": {"max_batch": 8, "min_duration_ms": 1, "min_query_count": 1}}},
-            "inference.resnet50.scenarios.offline.expected_qps: required key is missing",
+            {"scenarios": {"offline": {**SCENARIOS["offline"], "expected_qps": 0}}},
+            "inference.resnet50.scenarios.offline.expected_qps: input should be greater than 0, got 0",
         ),
         (
-            {"scenarios": {"server": {**SCENARIOS["offline"], "target_qps": 5}}},
+            {"scenarios": {"offline": {"max_batch": 8, "min_query_count": 1}}},
+            "inference.resnet50.scenarios.offline.min_duration_ms: required key is missing",
+        ),
+        (
+            {"scenarios": {"server": {**SCENARIOS["offline"], "expected_qps": 5}}},
             "inference.resnet50.scenarios.server.expected_qps: unknown key; expected one of: min_duration_ms, "
-            "min_query_count, baselines, precisions, target_qps, latency_ms, max_batch",
+            "min_query_count, baselines, peak_fractions, precisions, target_qps, latency_ms, max_batch",
         ),
         ({"scenarios": {}}, "inference.resnet50.scenarios: at least one scenario is needed"),
         (
@@ -163,18 +173,71 @@ def test_bert_answers_are_spans_scored_with_squad_f1() -> None:
         assert (answers[:, 0] <= answers[:, 1]).all() and serving.score(answers, targets) >= 95.0
 
 
+def test_inference_rows_carry_the_loadgen_setting_and_the_served_flops(tmp_path: Path) -> None:
+    from pytest_mlperf.results.loadgen_logs import parse_logs
+    from pytest_mlperf.results.record import build
+    from pytest_mlperf.results.verdict import Judge
+    from pytest_mlperf.run.flops import Work
+    from pytest_mlperf.run.loadgen import LoadgenRun
+
+    scenarios = {
+        "offline": {"expected_qps": 140, "max_batch": 16, "min_duration_ms": 1000, "min_query_count": 1},
+        "server": {"latency_ms": 50, "max_batch": 4, "min_duration_ms": 1000, "min_query_count": 500},
+        "multistream": {"min_duration_ms": 1000, "min_query_count": 662},
+    }
+    rows = load(write(tmp_path, inference_system("rows", scenarios, precisions=["fp32"])))
+    cases = {c.performance: c for c in expand("inference", [], [rows])}
+    work = Work(2e6, 1e12, "a roof")
+    records = {}
+    for name, folder in (
+        ("offline", "offline-short"),
+        ("server", "server-valid"),
+        ("multistream", "multistream-valid"),
+    ):
+        logs = REPO / "fixtures" / "loadgen" / folder  # real LoadGen runs (fixtures/loadgen/record.py)
+        scenario = cases[name].scenario
+        assert scenario is not None
+        settled = dataclasses.replace(
+            scenario,
+            server_target_qps=500 if name == "server" else None,
+            multi_stream_expected_latency_ms=1.1 if name == "multistream" else None,
+            sources=(
+                *scenario.sources,
+                ("server_target_qps", "calibrated: X"),
+                ("multi_stream_expected_latency_ms", "calibrated: Y"),
+            ),
+        )
+        run = LoadgenRun(settled, logs, parse_logs(logs), 1.0)
+        records[name] = build(cases[name], "cpu", [], None, work, Judge(None), [run])
+    offline, server, multistream = records["offline"], records["server"], records["multistream"]
+    assert (offline.loadgen_setting, offline.loadgen_setting_source) == ("offline_expected_qps=140", "system file")
+    assert offline.validity == "INVALID" and offline.flops_achieved is None  # no figure from an INVALID run
+    assert server.loadgen_setting == "server_target_qps=500, server_target_latency_ms=50"
+    assert server.loadgen_setting_source == "server_target_qps: calibrated: X; server_target_latency_ms: system file"
+    assert (multistream.loadgen_setting, multistream.loadgen_setting_source) == (
+        "multi_stream_expected_latency_ms=1.1",
+        "calibrated: Y",
+    )
+    for record in records.values():
+        assert (record.flops_per_item, record.peak_flops, record.peak_source) == (2e6, 1e12, "a roof")
+    assert server.mean and server.flops_achieved == pytest.approx(2e6 * server.mean)  # samples/s
+    assert multistream.unit == "ms" and multistream.mean  # 8 samples per query in that many ms
+    assert multistream.flops_achieved == pytest.approx(2e6 * 8 / (multistream.mean / 1e3))
+    assert multistream.peak_fraction == pytest.approx(multistream.flops_achieved / 1e12)
+
+
 def test_suite_runs_loadgen_valid_and_accurate_and_fails_invalid(pytester: pytest.Pytester, tmp_path: Path) -> None:
     systems, reports = tmp_path / "systems", tmp_path / "reports"
     systems.mkdir()
     easy = {**SCENARIOS["offline"], "baselines": {"int8": baseline(1, "samples/s")}}
     write(systems, inference_system("tiny", {**SCENARIOS, "offline": easy}))
-    # 1 sample/s expected: LoadGen's one Offline query of 1.1 x 0.3 s x 1 samples ends long before 30 s; a VALID
-    # SingleStream run whose p90 latency cannot be within 10% of 0.01 ms
+    # a pinned 0.01 sample/s: LoadGen's one Offline query holds a single sample (1.1 x 30 s x 0.01), which ends long
+    # before 30 s on any host; a VALID SingleStream run whose p90 latency cannot be within 10% of 0.01 ms
     slow = {
-        "offline": {"expected_qps": 1, "max_batch": 4, "min_duration_ms": 30_000, "min_query_count": 1},
+        "offline": {"expected_qps": 0.01, "max_batch": 4, "min_duration_ms": 30_000, "min_query_count": 1},
         "singlestream": {**SCENARIOS["singlestream"], "baselines": {"fp32": baseline(0.01, "ms")}},
     }
-    write(systems, inference_system("short", slow, precisions=["fp32"]))
+    short = write(systems, inference_system("short", slow, precisions=["fp32"]))
     result = pytester.runpytest_subprocess(
         str(REPO / "suites"), f"--rootdir={REPO}", "-p", "no:cacheprovider",
         "-o", "mlperf_plots=false", "--system=tiny,short",
@@ -184,9 +247,10 @@ def test_suite_runs_loadgen_valid_and_accurate_and_fails_invalid(pytester: pytes
     records = {r["id"]: r for r in json.loads((reports / "latest" / "results.json").read_text())["records"]}
     assert set(records) == {
         "resnet50-offline-fp32-tiny", "resnet50-singlestream-fp32-tiny", "resnet50-offline-int8-tiny",
-        "resnet50-singlestream-int8-tiny", "resnet50-fp32-tiny", "resnet50-int8-tiny", "resnet50-offline-fp32-short",
-        "resnet50-singlestream-fp32-short", "resnet50-fp32-short",
+        "resnet50-singlestream-int8-tiny", "resnet50-accuracy-fp32-tiny", "resnet50-accuracy-int8-tiny", "resnet50-offline-fp32-short",
+        "resnet50-singlestream-fp32-short", "resnet50-accuracy-fp32-short",
     }  # fmt: skip
+    setting = {"offline": ("offline_expected_qps", 32), "singlestream": ("single_stream_expected_latency_ms", 1)}
     for name in ("offline", "singlestream"):
         for precision in ("fp32", "int8"):
             record = records[f"resnet50-{name}-{precision}-tiny"]
@@ -197,12 +261,23 @@ def test_suite_runs_loadgen_valid_and_accurate_and_fails_invalid(pytester: pytes
             logs = Path(record["loadgen_dir"])
             assert logs == (reports / "latest").resolve() / "loadgen" / record["id"]
             assert "Result is : VALID" in (logs / "mlperf_log_summary.txt").read_text()
+            # calibrated on the host: the setting and what was measured, in the row
+            key, batch = setting[name]
+            assert re.fullmatch(rf"{key}=[0-9.e+-]+", record["loadgen_setting"]), record["loadgen_setting"]
+            assert record["loadgen_setting_source"].startswith(f"calibrated: predict of {batch} sample")
+            # the work is the FP32 model's forward pass, whatever the precision served
+            assert record["flops_per_item"] == records["resnet50-offline-fp32-tiny"]["flops_per_item"] > 0
+            per_second = record["mean"] if name == "offline" else 1e3 / record["mean"]
+            assert record["flops_achieved"] == pytest.approx(record["flops_per_item"] * per_second)
+            assert record["peak_source"].startswith("measured: 1024x1024 float32 matmul")
+            assert record["peak_fraction"] == pytest.approx(record["flops_achieved"] / record["peak_flops"])
     for precision in ("fp32", "int8"):
-        record = records[f"resnet50-{precision}-tiny"]
+        record = records[f"resnet50-accuracy-{precision}-tiny"]
         assert record["outcome"] == "passed" and record["mode"] == "accuracy", record["message"]
         assert record["quality_value"] >= 0.99 * record["accuracy_reference"] > 0
         assert record["accuracy_ratio"] == pytest.approx(record["quality_value"] / record["accuracy_reference"])
-    assert records["resnet50-fp32-tiny"]["accuracy_ratio"] == 1.0  # the same model: LoadGen changes no answer
+        assert record["loadgen_setting"] == ""  # every sample once: no rate to set
+    assert records["resnet50-accuracy-fp32-tiny"]["accuracy_ratio"] == 1.0  # the same model: LoadGen changes no answer
     assert records["resnet50-offline-int8-tiny"]["baseline_status"] == "met"
     assert records["resnet50-offline-fp32-tiny"]["baseline_status"] == "no baseline"
     slow_latency = records["resnet50-singlestream-fp32-short"]
@@ -212,6 +287,17 @@ def test_suite_runs_loadgen_valid_and_accurate_and_fails_invalid(pytester: pytes
     invalid = records["resnet50-offline-fp32-short"]
     assert invalid["outcome"] == "failed" and invalid["validity"] == "INVALID"
     assert "min duration" in invalid["failed_checks"] and "min duration not met" in invalid["message"]
+    assert (invalid["loadgen_setting"], invalid["loadgen_setting_source"]) == (
+        "offline_expected_qps=0.01",
+        "system file",
+    )
+    # the failure names the pinned key and the value to set, calibrated then
+    advice = re.search(
+        rf"{re.escape(str(short))}: inference\.resnet50\.scenarios\.offline\.expected_qps: 0\.01 is too low for "
+        r"this host: .*; set it to ([0-9.e+]+) \(calibrated here: predict of 4 samples: ",
+        invalid["message"],
+    )
+    assert advice and float(advice.group(1)) > 1, invalid["message"]
     result.stdout.fnmatch_lines(["*resnet50-offline-fp32-short*INVALID*min duration not met*"])
     # the HTML report links each run's LoadGen logs, relative to the run folder it sits in
     page = (reports / "latest" / "report.html").read_text()
@@ -220,18 +306,19 @@ def test_suite_runs_loadgen_valid_and_accurate_and_fails_invalid(pytester: pytes
     assert "resnet50-offline-int8 (samples/s)" in pivot and "resnet50-singlestream-int8 (ms)" in pivot
 
 
-def test_find_peak_qps_searches_server_on_the_valid_verdict(pytester: pytest.Pytester, tmp_path: Path) -> None:
-    systems, reports = tmp_path / "systems", tmp_path / "reports"
-    systems.mkdir()
-    server = {"target_qps": 100, "latency_ms": 600, "max_batch": 8, "min_duration_ms": 300, "min_query_count": 460}
-    write(systems, inference_system("peak", {"server": server}, precisions=["fp32"]))
-    result = pytester.runpytest_subprocess(
-        str(REPO / "suites"), f"--rootdir={REPO}", "-p", "no:cacheprovider",
-        "-o", "mlperf_plots=false", "--system=peak",
-        f"--systems-dir={systems}", f"--mlperf-reports={reports}", "-m", "server", "--find-peak-qps",
-    )  # fmt: skip
+def test_find_peak_qps_searches_server_on_the_valid_verdict(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(OUTLIER_CONFTEST)  # a toy model: the search's many Server runs take seconds
+    pytester.makepyfile(test_suite=(REPO / "suites" / "test_inference.py").read_text())
+    content = system("peak", benchmark="outlier")
+    server = {"max_batch": 8, "min_duration_ms": 300, "min_query_count": 460}  # target and bound calibrated
+    content["inference"] = {
+        "outlier": {"preset": "cpu", "samples": 64, "precisions": ["fp32"], "scenarios": {"server": server}}
+    }
+    (pytester.path / "systems").mkdir()
+    write(pytester.path / "systems", content)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--system=peak", "-m", "server", "--find-peak-qps")
     result.assert_outcomes(passed=1)
-    (record,) = json.loads((reports / "latest" / "results.json").read_text())["records"]
+    (record,) = json.loads((pytester.path / "reports" / "latest" / "results.json").read_text())["records"]
     trials = record["peak_trials"]
     valid = [t["target_qps"] for t in trials if t["validity"] == "VALID"]
     invalid = [t["target_qps"] for t in trials if t["validity"] == "INVALID"]
@@ -239,6 +326,14 @@ def test_find_peak_qps_searches_server_on_the_valid_verdict(pytester: pytest.Pyt
     assert all(Path(t["log_dir"]).is_dir() for t in trials)
     assert Path(record["loadgen_dir"]) == Path(next(t["log_dir"] for t in trials if t["target_qps"] == max(valid)))
     assert record["validity"] == "VALID" and record["unit"] == "samples/s"
+    # searched from the calibrated target, under the calibrated bound
+    assert record["loadgen_setting"].startswith(f"server_target_qps={record['peak_qps']:g}, server_target_latency_ms=")
+    source = re.fullmatch(
+        r"server_target_qps: --find-peak-qps from (.+) \((calibrated: .+)\); "
+        r"server_target_latency_ms: (calibrated: .+)",
+        record["loadgen_setting_source"],
+    )
+    assert source and float(source[1]) == pytest.approx(trials[0]["target_qps"]) and source[2] == source[3]
 
 
 #: A conftest registering "outlier": a linear classifier (label: x0 > x1) with a ninth input that is always 0 and
@@ -297,11 +392,11 @@ def test_accuracy_fails_a_precision_that_loses_accuracy(pytester: pytest.Pyteste
     result = pytester.runpytest("-p", "no:cacheprovider", "--system=outlier", "-m", "accuracy")
     result.assert_outcomes(passed=2, failed=1)
     records = {r["id"]: r for r in json.loads((pytester.path / "reports/latest/results.json").read_text())["records"]}
-    assert records["outlier-fp32-outlier"]["accuracy_ratio"] == 1.0
-    assert records["outlier-bf16-outlier"]["outcome"] == "passed"
-    int8 = records["outlier-int8-outlier"]
+    assert records["outlier-accuracy-fp32-outlier"]["accuracy_ratio"] == 1.0
+    assert records["outlier-accuracy-bf16-outlier"]["outcome"] == "passed"
+    int8 = records["outlier-accuracy-int8-outlier"]
     assert int8["outcome"] == "failed" and int8["accuracy_ratio"] < 0.7
-    result.stdout.fnmatch_lines([f"*outlier-int8-outlier: top-1 accuracy 0.* over 64 samples is *% of the FP32 "
+    result.stdout.fnmatch_lines([f"*outlier-accuracy-int8-outlier: top-1 accuracy 0.* over 64 samples is *% of the FP32 "
                                  f"model's 0.9*; the target is {100 * target:g}%*"])  # fmt: skip
 
 
@@ -319,7 +414,7 @@ def test_loadgen_logs_of_xdist_workers_land_in_the_run_folder(pytester: pytest.P
     pytester.makeconftest(OUTLIER_CONFTEST)
     pytester.makepyfile(test_suite=(REPO / "suites" / "test_inference.py").read_text())
     content = system("outlier", benchmark="outlier")
-    offline = {"expected_qps": 1000, "max_batch": 8, "min_duration_ms": 100, "min_query_count": 1}
+    offline = {"max_batch": 8, "min_duration_ms": 100, "min_query_count": 1}  # expected_qps calibrated
     content["inference"] = {
         "outlier": {"preset": "cpu", "samples": 16, "precisions": ["fp32", "bf16"], "scenarios": {"offline": offline}}
     }
@@ -331,5 +426,5 @@ def test_loadgen_logs_of_xdist_workers_land_in_the_run_folder(pytester: pytest.P
     assert len(records) == 2 and all(r["worker"].startswith("gw") for r in records)  # run on xdist workers
     for record in records:
         assert Path(record["loadgen_dir"]) == run / "loadgen" / record["id"]
-        # VALID or not (a toy's speed varies): LoadGen judged the run in that folder
+        # VALID or not (two workers share the CPU, not what this test is about): LoadGen judged the run in that folder
         assert "Result is : " in (run / "loadgen" / record["id"] / "mlperf_log_summary.txt").read_text()

@@ -102,7 +102,8 @@ FAILING = textwrap.dedent("""
     from pathlib import Path
     from pytest_mlperf.run.loadgen import PredictError, SampleLibrary, Scenario, run
 
-    for scenario in [Scenario("server", min_duration_ms=300, min_query_count=50, server_target_qps=200),
+    for scenario in [Scenario("server", min_duration_ms=300, min_query_count=50, server_target_qps=200,
+                              server_target_latency_ms=100),
                      Scenario("offline", min_duration_ms=300, offline_expected_qps=2000, max_batch=4)]:
         calls = []
 
@@ -182,14 +183,23 @@ def test_scenario_validation() -> None:
         Scenario("batch")
     with pytest.raises(ValueError, match=re.escape("Scenario.mode: unknown mode 'find-peak'")):
         Scenario("offline", "find-peak", offline_expected_qps=1)
-    with pytest.raises(ValueError, match=re.escape("Scenario.server_target_qps is required for the server scenario")):
-        Scenario("server")
+    unset = (
+        "Scenario.server_target_qps, server_target_latency_ms not set for the server scenario: give it, or calibrate"
+    )
+    with pytest.raises(ValueError, match=re.escape(unset)):
+        Scenario("server").to_settings()
+    with pytest.raises(ValueError, match=re.escape("Scenario.server_target_latency_ms must be positive, got 0")):
+        Scenario("server", server_target_latency_ms=0)
     with pytest.raises(ValueError, match=re.escape("Scenario.max_batch must be positive, got 0")):
         Scenario("offline", offline_expected_qps=1, max_batch=0)
     with pytest.raises(ValueError, match=re.escape("SampleLibrary.performance_sample_count must be in 1..count")):
         SampleLibrary(4, 5)
     with pytest.raises(ValueError, match="find_peak_qps searches the server scenario"):
         find_peak_qps(sleepy_predict, LIBRARY, SCENARIOS["offline"], Path("unused"))
+    with pytest.raises(
+        ValueError, match=r"find_peak_qps starts from scenario\.server_target_qps: give or calibrate it"
+    ):
+        find_peak_qps(sleepy_predict, LIBRARY, Scenario("server"), Path("unused"))
 
 
 def test_settings_reach_loadgen() -> None:

@@ -7,6 +7,7 @@ path and what was expected.
 
 from __future__ import annotations
 
+import dataclasses
 import types
 import typing
 from collections.abc import Mapping
@@ -125,7 +126,9 @@ class BenchmarkSpec(_Spec):
 
 class _ScenarioSpec(_Spec):
     """LoadGen's run length: it stops once both minimums are met (early stopping may need more queries to be
-    VALID: 64 in SingleStream, 459 in Server, 662 in MultiStream)."""
+    VALID: 64 in SingleStream, 459 in Server, 662 in MultiStream). The settings that depend on the host's speed
+    (expected QPS and latencies, Server's target and bound) are calibrated on the host before each run when left
+    out (`pytest_mlperf.run.calibration`); a value given here is used as it is."""
 
     min_duration_ms: PositiveInt
     min_query_count: PositiveInt
@@ -146,25 +149,41 @@ class _ScenarioSpec(_Spec):
 
 
 class OfflineSpec(_ScenarioSpec):
-    expected_qps: PositiveFloat  #: LoadGen issues 1.1 x min duration x this many samples in one query
+    expected_qps: PositiveFloat | None = None  #: LoadGen issues 1.1 x min duration x this many samples in one query
     max_batch: PositiveInt = 1  #: samples per predict call
 
 
 class ServerSpec(_ScenarioSpec):
-    target_qps: PositiveFloat  #: the Poisson arrival rate LoadGen offers
-    latency_ms: PositiveFloat  #: the p99 latency bound
+    target_qps: PositiveFloat | None = None  #: the Poisson arrival rate LoadGen offers
+    latency_ms: PositiveFloat | None = None  #: the p99 latency bound (MLPerf's, e.g. 15 ms for ResNet-50)
     max_batch: PositiveInt = 1  #: the most waiting samples grouped into one predict call
 
 
 class SingleStreamSpec(_ScenarioSpec):
     UNIT = "ms"  #: p90 latency
-    expected_latency_ms: PositiveFloat  #: LoadGen pre-generates 2 x min duration of queries at this latency
+    expected_latency_ms: PositiveFloat | None = None  #: LoadGen pre-generates 2 x min duration of queries at it
 
 
 class MultiStreamSpec(_ScenarioSpec):
     UNIT = "ms"  #: p99 latency of a query
-    expected_latency_ms: PositiveFloat  #: of a whole query
+    expected_latency_ms: PositiveFloat | None = None  #: of a whole query
     samples_per_query: PositiveInt = 8  #: MLPerf's
+
+
+#: the key, in a scenario's section of a system file, of each host setting of a `Scenario`
+PINS = {
+    "offline_expected_qps": "expected_qps",
+    "server_target_qps": "target_qps",
+    "server_target_latency_ms": "latency_ms",
+    "single_stream_expected_latency_ms": "expected_latency_ms",
+    "multi_stream_expected_latency_ms": "expected_latency_ms",
+}
+PINNED = "system file"  #: the source of a setting the system file gives
+
+
+def pin_key(benchmark: str, scenario: str, setting: str) -> str:
+    """The key path pinning a Scenario's host setting, e.g. inference.resnet50.scenarios.offline.expected_qps."""
+    return f"inference.{benchmark}.scenarios.{scenario}.{PINS[setting]}"
 
 
 class ScenariosSpec(_Spec):
@@ -362,35 +381,39 @@ class System:
         return RunSettings(entry.preset, 1, "global", self.spec.accelerator.count, 0, 1, 1, baseline, floor)
 
     def scenario(self, benchmark: str, name: str | None) -> Scenario:
-        """LoadGen's settings for scenario `name` of an inference entry; None: the accuracy pass, which LoadGen runs
-        in Offline over every sample once (durations and expected rates do not apply), batched as Offline is."""
+        """LoadGen's settings for scenario `name` of an inference entry, the host settings the file gives marked as
+        pinned (the others are calibrated before the run); None: the accuracy pass, which LoadGen runs in Offline
+        over every sample once (durations and expected rates do not apply), batched as Offline is."""
         entry = self.spec.inference[benchmark]
         common: dict[str, Any] = {"performance_sample_count": entry.samples}
         s = entry.scenarios
         if name is None:
             batch = s.offline.max_batch if s.offline else 1
-            return Scenario("offline", "accuracy", offline_expected_qps=1.0, max_batch=batch, **common)
+            return Scenario("offline", "accuracy", max_batch=batch, **common)
         spec = getattr(s, name)
         common |= {"min_duration_ms": spec.min_duration_ms, "min_query_count": spec.min_query_count}
         if isinstance(spec, OfflineSpec):
-            return Scenario(name, offline_expected_qps=spec.expected_qps, max_batch=spec.max_batch, **common)
-        if isinstance(spec, ServerSpec):
-            return Scenario(
+            scenario = Scenario(name, offline_expected_qps=spec.expected_qps, max_batch=spec.max_batch, **common)
+        elif isinstance(spec, ServerSpec):
+            scenario = Scenario(
                 name,
                 server_target_qps=spec.target_qps,
                 server_target_latency_ms=spec.latency_ms,
                 max_batch=spec.max_batch,
                 **common,
             )
-        if isinstance(spec, SingleStreamSpec):
-            return Scenario(name, single_stream_expected_latency_ms=spec.expected_latency_ms, **common)
-        return Scenario(
-            name,
-            multi_stream_expected_latency_ms=spec.expected_latency_ms,
-            multi_stream_samples_per_query=spec.samples_per_query,
-            max_batch=spec.samples_per_query,
-            **common,
-        )
+        elif isinstance(spec, SingleStreamSpec):
+            scenario = Scenario(name, single_stream_expected_latency_ms=spec.expected_latency_ms, **common)
+        else:
+            scenario = Scenario(
+                name,
+                multi_stream_expected_latency_ms=spec.expected_latency_ms,
+                multi_stream_samples_per_query=spec.samples_per_query,
+                max_batch=spec.samples_per_query,
+                **common,
+            )
+        pinned = tuple((setting, PINNED) for setting, value in scenario.host_settings.items() if value is not None)
+        return dataclasses.replace(scenario, sources=pinned)
 
 
 def load_system(path: Path) -> System:

@@ -100,11 +100,17 @@ class Record:
     accuracy_reference: float | None = None  #: the FP32 model's accuracy on the same samples, without LoadGen
     accuracy_ratio: float | None = None  #: quality_value / accuracy_reference
     peak_qps: float | None = None  #: --find-peak-qps: the highest Server target QPS LoadGen judged VALID
+    #: inference: LoadGen's host-dependent settings the run used, e.g. "offline_expected_qps=780"
+    loadgen_setting: str = ""
+    #: where they came from: "calibrated: <what was measured on the host>", "system file" (pinned), or each one's
+    loadgen_setting_source: str = ""
     data: str = ""  #: "synthetic", the real dataset's name, or "the image's own" (an image's own script)
     data_dir: str = ""  #: where the real dataset was read from
     compiled: bool = False  #: the models ran through torch.compile
-    flops_per_item: float | None = None  #: counted in one training step (forward, backward, optimizer)
-    flops_achieved: float | None = None  #: FLOP/s: flops_per_item x mean
+    #: counted in one training step (forward, backward, optimizer); inference: one sample's forward pass (FP32 model)
+    flops_per_item: float | None = None
+    #: FLOP/s: flops_per_item x mean (inference latency in ms: x samples per query / the latency in s)
+    flops_achieved: float | None = None
     peak_flops: float | None = None  #: FLOP/s of the run's devices at the precision's math
     peak_fraction: float | None = None  #: flops_achieved / peak_flops
     peak_source: str = ""
@@ -229,6 +235,8 @@ def build(
         _loadgen(record, loadgen)
         if record.mean is not None and record.validity == "VALID":
             _judge(record, judge, bool(record.lower_is_better), roof)
+            if work is not None:
+                _served_flops(record, work, case.items_per_query)
     if accuracy is not None:
         record.accuracy_reference, record.accuracy_ratio = accuracy.reference, accuracy.ratio
     if reported is not None:
@@ -291,6 +299,10 @@ def _loadgen(record: Record, runs: list[LoadgenRun]) -> None:
     figure across the runs' official metrics."""
     last = runs[-1].result
     record.loadgen_dir, record.seconds = str(runs[-1].outdir), sum(r.seconds for r in runs)
+    record.loadgen_setting, record.loadgen_setting_source = (
+        runs[-1].scenario.settings_text,
+        runs[-1].scenario.sources_text,
+    )
     invalid = [r.result for r in runs if not r.result.valid]
     shown = invalid[0] if invalid else last
     record.validity, record.failed_checks = shown.validity or "", ", ".join(shown.failed_checks)
@@ -302,3 +314,15 @@ def _loadgen(record: Record, runs: list[LoadgenRun]) -> None:
     record.interval = loadgen_interval(len(metrics))
     record.runs = len(runs)
     record.run_means = [m.value for m in metrics] if len(metrics) > 1 else []
+
+
+def _served_flops(record: Record, work: Work, items_per_query: int) -> None:
+    """FLOP/s of a VALID inference figure: samples/s x FLOPs per sample, or for a latency the samples of a query
+    (1 in SingleStream) in that many ms."""
+    assert record.mean is not None
+    if record.lower_is_better:
+        record.flops_achieved = work.flops_per_item * items_per_query / (record.mean / 1e3)
+    else:
+        record.flops_achieved = work.flops_per_item * record.mean
+    if work.peak_flops:
+        record.peak_fraction = record.flops_achieved / work.peak_flops

@@ -12,13 +12,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from torch import Tensor
 from torch.ops import aten
 from torch.utils.flop_counter import FlopCounterMode
 
 Shape = Sequence[int]
+T = TypeVar("T")
 
 
 def _rnn_forward(input: Shape, weights: Sequence[Shape]) -> int:
@@ -62,8 +62,9 @@ class Work:
     peak_source: str
 
 
-def counted(step: Callable[[], Tensor]) -> tuple[Tensor, int]:
-    """Run one step under the counter; its loss and the FLOPs it took (forward, backward and optimizer matmuls)."""
+def counted(step: Callable[[], T]) -> tuple[T, int]:
+    """Run `step` under the counter: what it returns (a training step's loss) and the FLOPs it took (a training
+    step's forward, backward and optimizer matmuls; a forward pass's alone)."""
     with FlopCounterMode(display=False, custom_mapping=RNN_FORMULAS) as counter:
-        loss = step()
-    return loss, counter.get_total_flops()
+        result = step()
+    return result, counter.get_total_flops()

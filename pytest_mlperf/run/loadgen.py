@@ -35,20 +35,23 @@ SCENARIOS = {
     "multistream": lg.TestScenario.MultiStream,
 }
 MODES = {"performance": lg.TestMode.PerformanceOnly, "accuracy": lg.TestMode.AccuracyOnly}
-#: the setting each scenario cannot do without: LoadGen pre-generates queries for 2 x min_duration at this rate,
-#: so a guess far from the truth makes a run INVALID (too few queries) or needlessly long
-REQUIRED = {
-    "offline": "offline_expected_qps",
-    "server": "server_target_qps",
-    "singlestream": "single_stream_expected_latency_ms",
-    "multistream": "multi_stream_expected_latency_ms",
+#: the settings of each scenario that depend on the speed of the system under test: LoadGen pre-generates queries
+#: for 2 x min_duration at the expected rate, so a guess far from the truth makes a run INVALID (too few queries, an
+#: Offline query that ends early, late Server queries) or needlessly long. Left unset, they are calibrated on the host
+#: (`pytest_mlperf.run.calibration`); a performance run needs every one of its scenario's set.
+HOST_SETTINGS = {
+    "offline": ("offline_expected_qps",),
+    "server": ("server_target_qps", "server_target_latency_ms"),
+    "singlestream": ("single_stream_expected_latency_ms",),
+    "multistream": ("multi_stream_expected_latency_ms",),
 }
 
 
 @dataclass(frozen=True)
 class Scenario:
     """What LoadGen is asked to run. Durations and counts default to LoadGen's own defaults, not an official
-    submission's (600000 ms); the rate or latency named in REQUIRED must be given for its scenario."""
+    submission's (600000 ms); the settings HOST_SETTINGS names for the scenario are None until given or calibrated,
+    and `sources` says where each set one came from."""
 
     name: str = "offline"  #: offline, server, singlestream or multistream
     mode: str = "performance"  #: performance or accuracy
@@ -56,48 +59,75 @@ class Scenario:
     min_query_count: int = 100
     offline_expected_qps: float | None = None
     server_target_qps: float | None = None
-    server_target_latency_ms: float = 100.0  #: the p99 latency bound of the Server scenario
+    server_target_latency_ms: float | None = None  #: the p99 latency bound of the Server scenario
     single_stream_expected_latency_ms: float | None = None
     multi_stream_samples_per_query: int = 8
     multi_stream_expected_latency_ms: float | None = None
     max_batch: int = 1  #: the most samples the SUT groups into one predict call
     performance_sample_count: int | None = None  #: overrides the QSL's, when given
+    #: (setting, where its value came from) for host settings, e.g. ("offline_expected_qps", "system file")
+    sources: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if self.name not in SCENARIOS:
             raise ValueError(f"Scenario.name: unknown scenario {self.name!r}; expected one of {', '.join(SCENARIOS)}")
         if self.mode not in MODES:
             raise ValueError(f"Scenario.mode: unknown mode {self.mode!r}; expected one of {', '.join(MODES)}")
-        required = REQUIRED[self.name]
-        if getattr(self, required) is None:
-            raise ValueError(
-                f"Scenario.{required} is required for the {self.name} scenario: LoadGen pre-generates "
-                "queries at that rate, so it must be roughly right"
-            )
         for name in (
             "min_duration_ms",
             "min_query_count",
             "multi_stream_samples_per_query",
             "max_batch",
-            "server_target_latency_ms",
-            *REQUIRED.values(),
+            *itertools.chain(*HOST_SETTINGS.values()),
             "performance_sample_count",
         ):
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ValueError(f"Scenario.{name} must be positive, got {value!r}")
 
+    @property
+    def host_settings(self) -> dict[str, float | None]:
+        """The scenario's host-dependent settings and their values (None: not set yet)."""
+        return {name: getattr(self, name) for name in HOST_SETTINGS[self.name]}
+
+    @property
+    def unset(self) -> list[str]:
+        """The host settings a performance run still needs (none in accuracy mode, which runs every sample once)."""
+        return [n for n, v in self.host_settings.items() if v is None] if self.mode == "performance" else []
+
+    def source(self, setting: str) -> str:
+        return dict(self.sources).get(setting, "")
+
+    @property
+    def settings_text(self) -> str:
+        """The host settings that are set, e.g. "offline_expected_qps=780"."""
+        return ", ".join(f"{name}={value:g}" for name, value in self.host_settings.items() if value is not None)
+
+    @property
+    def sources_text(self) -> str:
+        """Where they came from: one source for all, or each setting's."""
+        sources = [(name, self.source(name)) for name, value in self.host_settings.items() if value is not None]
+        if len({source for _, source in sources}) == 1:
+            return sources[0][1]
+        return "; ".join(f"{name}: {source}" for name, source in sources if source)
+
     def to_settings(self) -> lg.TestSettings:
+        if self.unset:
+            raise ValueError(
+                f"Scenario.{', '.join(self.unset)} not set for the {self.name} scenario: give it, or calibrate it on "
+                "the system under test (pytest_mlperf.run.calibration)"
+            )
         settings = lg.TestSettings()
         settings.scenario, settings.mode = SCENARIOS[self.name], MODES[self.mode]
         settings.min_duration_ms = self.min_duration_ms
         settings.min_query_count = self.min_query_count
-        settings.server_target_latency_ns = round(self.server_target_latency_ms * 1e6)
         settings.multi_stream_samples_per_query = self.multi_stream_samples_per_query
         if self.offline_expected_qps is not None:
             settings.offline_expected_qps = self.offline_expected_qps
         if self.server_target_qps is not None:
             settings.server_target_qps = self.server_target_qps
+        if self.server_target_latency_ms is not None:
+            settings.server_target_latency_ns = round(self.server_target_latency_ms * 1e6)
         if self.single_stream_expected_latency_ms is not None:
             settings.single_stream_expected_latency_ns = round(self.single_stream_expected_latency_ms * 1e6)
         if self.multi_stream_expected_latency_ms is not None:
@@ -321,10 +351,11 @@ def find_peak_qps(
         raise ValueError(f"find_peak_qps searches the server scenario, not {scenario.name!r}")
     if not 0 < precision < 1 or max_trials < 1:
         raise ValueError(f"find_peak_qps needs 0 < precision < 1 and max_trials >= 1, got {precision}, {max_trials}")
+    if scenario.server_target_qps is None:
+        raise ValueError("find_peak_qps starts from scenario.server_target_qps: give or calibrate it")
     trials: list[Trial] = []
     valid: float | None = None
     invalid: float | None = None
-    assert scenario.server_target_qps is not None  # Scenario requires it for server
     target = scenario.server_target_qps
     while len(trials) < max_trials:
         folder = outdir / f"trial{len(trials) + 1:02d}-{target:.6g}qps"

@@ -26,7 +26,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..resources.peaks import peak
 from ..workloads.registry import Preset, Serving, Setup, Workload
+from .flops import Work, counted
 from .precision import resolve
 from .quality import QualityResult, converge
 from .training import forward
@@ -146,6 +148,20 @@ class Answerer:
 
 def _device(value: Inputs) -> torch.device:
     return value[0].device if isinstance(value, tuple) else value.device
+
+
+def work(model: Trained, precision: str, device: torch.device, batch: int, devices: int = 1) -> Work:
+    """The arithmetic of serving `model`: FLOPs of one sample's forward pass of the FP32 model, counted on a `batch`
+    (the same figure in every precision: the work is the model's; int8's quantized layers are invisible to the
+    counter), against the roof of the `devices` for the precision's math (int8: float32's, as dynamic quantization
+    leaves convolutions and activations in float32)."""
+    index = torch.arange(batch, device=_device(model.inputs)) % size(model.inputs)
+    with torch.inference_mode():
+        flops = counted(lambda: forward(model.model, rows(model.inputs, index)))[1]
+    roof = peak(device, resolve("fp32" if precision == "int8" else precision, device))
+    if roof is None:
+        return Work(flops / batch, None, "no peak known for this device")
+    return Work(flops / batch, roof.flops * devices, roof.source)
 
 
 def predict_all(predict: Answerer, count: int, batch: int) -> np.ndarray:
