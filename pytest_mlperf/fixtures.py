@@ -27,8 +27,13 @@ from .resources.leasing import Lease, LeaseTimeout
 from .resources.telemetry import MIN_SAMPLES, Telemetry
 from .results import mllog, scaling
 from .results.loadgen_logs import LoadgenResult, parse_logs
-from .results.repeats import across_runs, quality_across_runs, training_interval
-from .results.stats import summarize
+from .results.repeats import (
+    across_loadgen_runs,
+    across_runs,
+    loadgen_interval,
+    quality_across_runs,
+    training_interval,
+)
 from .results.verdict import Figure, Judge, Roof, Verdict, Verdicts, against_quality
 from .run import calibration, job, loadgen
 from .run.flops import Work
@@ -331,7 +336,7 @@ def until_conclusive(judge: Callable[[], Verdicts], rerun: Callable[[], object],
 
 
 def resting_on(verdicts: Verdicts, basis: str) -> Verdicts:
-    """The verdicts, each message saying what the figure's interval rests on (`results.repeats.training_interval`)."""
+    """The verdicts, each message saying what the figure's interval rests on (`results.repeats`'s `*_interval`)."""
 
     def said(verdict: Verdict) -> Verdict:
         return dataclasses.replace(verdict, message=f"{verdict.message}; the interval rests on {basis}")
@@ -490,12 +495,14 @@ class Serve:
     def check(self, runs: list[loadgen.LoadgenRun]) -> None:
         """An INVALID run fails, naming LoadGen's unmet checks and the settings it ran with (a value pinned in the
         system file that caused it, with the value to set); VALID ones are judged on the scenario's official metric
-        (across runs: their trimmed mean and spread) against the baseline and (with --compare) the earlier run,
-        latencies lower-is-better; an inconclusive verdict reruns (--rerun-inconclusive) or warns."""
+        (across runs: their trimmed mean and spread), its interval widened by the host's between-process sd, against
+        the baseline, the floor and (with --compare) the earlier run, latencies lower-is-better; an inconclusive
+        verdict reruns (--rerun-inconclusive) or warns."""
         predict = self._predict
         assert predict is not None  # set by performance()
         reruns = 0 if self._searching else self.session.reruns
         verdicts = until_conclusive(lambda: self._verdicts(runs), lambda: self._run(predict), reruns)
+        verdicts = resting_on(verdicts, loadgen_interval(len(runs), self.node.stash.get(BETWEEN, None)))
         metric = runs[0].result.metric
         assert metric is not None  # _verdicts failed the test otherwise
         fail_on(self.case, self.device, [f"{metric.name}: {v.message}" for v in verdicts if v.failed])
@@ -508,7 +515,8 @@ class Serve:
                 why = [f"{run.result.message}{which}", *self._invalid_settings(run)]
                 fail_on(self.case, self.device, [*why, f"(LoadGen logs: {run.outdir})"])
         metrics = [run.result.metric for run in runs if run.result.metric]  # a VALID run always logs its metric
-        measured = Figure.of(across_runs([summarize([m.value]) for m in metrics]))
+        between = self.node.stash[BETWEEN] = self.session.between(self.device, self.lease)
+        measured = Figure.of(across_loadgen_runs([m.value for m in metrics], between))
         judged = judge(self.node, self.case)
         return judged(measured, metrics[0].unit, metrics[0].lower_is_better, roof(self.case, self.node))
 

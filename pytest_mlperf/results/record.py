@@ -22,7 +22,7 @@ from ..run.measure import Measurement
 from ..run.probe import Between
 from ..run.quality import QualityResult
 from ..run.serving import Accuracy
-from .repeats import across_runs, loadgen_interval, training_interval
+from .repeats import across_loadgen_runs, across_runs, loadgen_interval, training_interval
 from .stats import Summary, summarize
 from .verdict import Figure, Judge, Roof, against_quality
 
@@ -232,7 +232,7 @@ def build(
         record.batch_size = case.scenario.max_batch
     roof = Roof(work, case.items_per_query) if work else None
     if loadgen:
-        _loadgen(record, loadgen)
+        _loadgen(record, loadgen, between)
         if record.mean is not None and record.validity == "VALID":
             _judge(record, judge, bool(record.lower_is_better), roof)
             if work is not None:
@@ -294,9 +294,9 @@ def _judge(record: Record, judge: Judge, lower_is_better: bool, roof: Roof | Non
         record.earlier = judge.earlier.value if judge.earlier else None
 
 
-def _loadgen(record: Record, runs: list[LoadgenRun]) -> None:
+def _loadgen(record: Record, runs: list[LoadgenRun], between: Between | None) -> None:
     """The last run's logs and validity (every run's must be VALID for the figure to count: `Serve.check`); the
-    figure across the runs' official metrics."""
+    figure across the runs' official metrics, its interval widened by `between`, as its verdict's was."""
     last = runs[-1].result
     record.loadgen_dir, record.seconds = str(runs[-1].outdir), sum(r.seconds for r in runs)
     record.loadgen_setting, record.loadgen_setting_source = (
@@ -310,8 +310,9 @@ def _loadgen(record: Record, runs: list[LoadgenRun]) -> None:
     if not metrics:
         return
     record.metric, record.unit, record.lower_is_better = metrics[0].name, metrics[0].unit, metrics[0].lower_is_better
-    _summary(record, across_runs([summarize([m.value]) for m in metrics]))
-    record.interval = loadgen_interval(len(metrics))
+    _summary(record, across_loadgen_runs([m.value for m in metrics], between))
+    record.interval = loadgen_interval(len(metrics), between)
+    record.between_sd_pct = between.sd_pct if between else None
     record.runs = len(runs)
     record.run_means = [m.value for m in metrics] if len(metrics) > 1 else []
 
