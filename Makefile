@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: bench test
+.PHONY: bench test walk
 
 # torch==2.13.0 is pinned here (a CPU build these machines install from local disk); the package itself accepts a
 # range, so a GPU box keeps its own CUDA build.
@@ -19,4 +19,9 @@ bench: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest tests
+	$(BIN)/pytest tests -m "not walk"
+
+# The walk of tests/test_quality_reach.py: every shipped real-preset case reaches its quality target (about an hour
+# on 2 cores: outside `make test` and CI, run before changing a workload or a shipped batch).
+walk: $(VENV)/.installed
+	$(BIN)/pytest tests -m walk -n 2

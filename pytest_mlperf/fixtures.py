@@ -24,6 +24,7 @@ from .launch.slurm_ranks import train_with_slurm
 from .launch.torchrun import train_with_torchrun
 from .resources.devices import Unavailable, describe, fits, place
 from .resources.leasing import Lease, LeaseTimeout
+from .resources.peaks import peak
 from .resources.telemetry import MIN_SAMPLES, Telemetry
 from .results import mllog, scaling
 from .results.loadgen_logs import LoadgenResult, parse_logs
@@ -36,12 +37,23 @@ from .results.repeats import (
 )
 from .results.verdict import Figure, Judge, Roof, Verdict, Verdicts, against_quality
 from .run import calibration, job, loadgen
-from .run.flops import Work
+from .run.flops import Work, lower_roof
 from .run.measure import Measurement
 from .run.precision import unsupported
 from .run.probe import Between
 from .run.quality import QualityResult
-from .run.serving import Accuracy, Answerer, Trained, labels_of, logged_answers, predict_all, served, trained, work
+from .run.serving import (
+    Accuracy,
+    Answerer,
+    Trained,
+    labels_of,
+    logged_answers,
+    predict_all,
+    served,
+    served_math,
+    trained,
+    work,
+)
 from .session import MlperfSession
 
 SESSION = pytest.StashKey[MlperfSession]()
@@ -481,14 +493,17 @@ class Serve:
     def performance(self) -> list[loadgen.LoadgenRun]:
         """LoadGen runs of the case's scenario, one per --runs (with --find-peak-qps, Server's peak search, once),
         with the host settings the system file leaves out calibrated on this host first; their logs stay in `logs`.
-        The served model's arithmetic (`Work`) goes into the record."""
+        The served model's arithmetic (`Work`) goes into the record, against the lower of its roof measured before
+        and after the runs."""
         model, predict = self._model()
         devices = self.case.settings.devices
-        self.node.stash[WORK] = work(model, self.case.precision, self.device, self.scenario.max_batch, devices)
+        before = work(model, self.case.precision, self.device, self.scenario.max_batch, devices)
         if self.scenario.unset:
             self.scenario = self._calibrated(predict).settle(self.scenario)
         for _ in range(1 if self._searching else self.session.runs):
             self._run(predict)
+        after = peak(self.device, served_math(self.case.precision, self.device))
+        self.node.stash[WORK] = lower_roof(before, after, devices)
         self._predict = predict  # for the reruns of an inconclusive verdict
         return self.node.stash[LOADGEN]
 

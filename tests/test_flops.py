@@ -8,8 +8,9 @@ import torch
 from helpers import system
 from torch import nn
 
-from pytest_mlperf.resources.peaks import cpu_peak, gpu_peak, math_mode, peak
-from pytest_mlperf.run.flops import RNN_FORMULAS, counted
+from pytest_mlperf.resources import peaks
+from pytest_mlperf.resources.peaks import Peak, cpu_peak, gpu_peak, math_mode, peak
+from pytest_mlperf.run.flops import RNN_FORMULAS, Work, counted, lower_roof
 from pytest_mlperf.run.precision import resolve
 
 CPU = torch.device("cpu")
@@ -83,10 +84,25 @@ def test_cpu_peak_is_measured() -> None:
     assert peak.flops > 1e8 and peak.source.startswith("measured: 256x256 float32 matmul")
 
 
-def test_cpu_bf16_peak_is_the_faster_of_fp32_and_bf16() -> None:
-    amp = peak(CPU, resolve("amp", CPU))
-    assert amp.flops == max(cpu_peak(torch.float32).flops, cpu_peak(torch.bfloat16).flops)
-    assert peak(CPU, resolve("fp32", CPU)) == cpu_peak(torch.float32)
+def test_cpu_bf16_peak_is_the_faster_of_fp32_and_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+    measured = {torch.float32: Peak(2e11, "fp32"), torch.bfloat16: Peak(5e10, "bf16")}
+    monkeypatch.setattr(peaks, "cpu_peak", lambda dtype: measured[dtype])
+    assert peak(CPU, resolve("amp", CPU)) == peak(CPU, resolve("fp32", CPU)) == measured[torch.float32]
+    measured[torch.bfloat16] = Peak(4e11, "bf16")  # a CPU with bf16 instructions
+    assert peak(CPU, resolve("amp", CPU)) == measured[torch.bfloat16]
+
+
+def test_the_lower_roof_of_before_and_after_the_run_is_kept() -> None:
+    """A host whose load grew during the run is judged against its roof at its busiest; a datasheet's or a
+    workload's own roof stays."""
+    before = Work(1e6, 2e11, "measured before")
+    assert lower_roof(before, Peak(5e10, "measured: 1024x1024 ..."), 2) == Work(
+        1e6, 1e11, "measured: 1024x1024 ..., after the run"
+    )
+    assert lower_roof(before, Peak(3e11, "measured: quieter"), 1) == before
+    assert lower_roof(before, None, 1) == before
+    own = Work(1.0, 500.0, "decoding", unit="decoded image")
+    assert lower_roof(own, Peak(1.0, "x"), 1) == own
 
 
 def test_results_carry_flops_and_fraction_of_peak(project) -> None:

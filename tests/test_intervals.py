@@ -71,10 +71,33 @@ def test_autorange_sizes_blocks_from_the_warmup_step_time() -> None:
     result = measure(step, plan, sync=lambda: None, agree=lambda n: asked.append(n) or n)
     number = result.plan.number
     # a step lasts at least 2 ms, so no more than ceil(0.02 / 0.002) steps are needed; fewer when a step ran longer
-    assert 1 < number <= 10 and asked == [number]
+    assert 1 < number <= 10 and asked == [number, number]  # after the warm-up, and the first block's check
     assert step.calls == 2 + 3 * number and len(result.losses) == step.calls
     assert all(ns >= number * 0.002e9 for ns in result.block_ns)  # each block timed the number chosen
     assert result.rates == pytest.approx([4 * number * 1e9 / ns for ns in result.block_ns])
+
+
+class WarmingStep(SleepStep):
+    """Slow for its first `slow` calls (caches and kernels built), then fast."""
+
+    def __init__(self, slow: int) -> None:
+        super().__init__(0.02)
+        self.slow = slow
+
+    def __call__(self) -> torch.Tensor:
+        self.seconds = 0.02 if self.calls < self.slow else 0.001
+        return super().__call__()
+
+
+def test_a_first_block_far_shorter_than_asked_becomes_warm_up_and_sizes_the_blocks() -> None:
+    """Warm-up steps 20x slower than the steady ones chose 1 step a block: the first block (of ~1 ms) is warm-up too,
+    and the blocks are sized from its pace."""
+    step = WarmingStep(slow=2)
+    result = measure(step, Plan(warmup=2, repeat=2, number=1, items_per_step=1, min_block_s=0.02), sync=lambda: None)
+    number = result.plan.number
+    assert 5 < number <= 20 and result.plan.warmup == 3 and len(result.block_ns) == 2
+    assert step.calls == 3 + 2 * number and len(result.losses) == step.calls
+    assert all(ns >= 0.01e9 for ns in result.block_ns)
 
 
 def test_autorange_keeps_number_as_the_least_and_ranks_agree_on_the_largest() -> None:
@@ -223,6 +246,10 @@ def test_the_probe_measures_in_fresh_processes_once_and_caches(tmp_path: Path, m
     monkeypatch.setattr(probe, "one_process", refuse)
     again = between_processes(torch.device("cpu"), 1, tmp_path, processes=2, block_s=0.05)
     assert again == measured and "2 fresh processes" in again.source
+    data["at"] -= probe.MAX_AGE_S + 1  # an hour later: measured again
+    cached.write_text(json.dumps(data))
+    monkeypatch.setattr(probe, "one_process", lambda *args: 50.0)
+    assert between_processes(torch.device("cpu"), 1, tmp_path, processes=2, block_s=0.05).sd_pct == 0
     assert probe.host_key("cpu", 1) in cached.name and probe.host_key("cpu", 2) != probe.host_key("cpu", 1)
 
 
@@ -264,7 +291,7 @@ def test_a_single_run_is_widened_by_the_cached_term_and_says_so(project: Project
     cache = tmp_path / "cache"
     path = cache / probe.FOLDER / f"{probe.host_key('cpu', torch.get_num_threads())}.json"
     path.parent.mkdir(parents=True)
-    path.write_text(json.dumps({"sd_pct": 7.5, "processes": 5, "measured": "2026-12-01"}))
+    path.write_text(json.dumps({"sd_pct": 7.5, "processes": 5, "measured": "2026-12-01", "at": time.time()}))
     project.add_system(system(precisions={"fp32": {"batch_size": 4, "baseline": baseline(1e12)}}))
     result = project.run("--system=toy", "-o", "mlperf_between_sd=", "-o", f"mlperf_cache_dir={cache}")
     result.assert_outcomes(failed=1)

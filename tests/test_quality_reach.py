@@ -50,6 +50,7 @@ def test_reductions_name_keys_of_the_real_preset() -> None:
         assert set(workload.reductions) <= set(workload.presets["real"]), name
 
 
+@pytest.mark.walk
 @pytest.mark.parametrize(("benchmark", "batch"), sorted(CASES), ids=[f"{n}-real-b{b}" for n, b in sorted(CASES)])
 def test_real_preset_reaches_its_target_at_the_case_batch(benchmark: str, batch: int) -> None:
     workload = get(benchmark)

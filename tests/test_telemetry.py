@@ -139,7 +139,8 @@ def test_a_failing_read_ends_sampling_and_is_reported() -> None:
 
 
 def test_stopping_is_prompt_even_with_a_long_interval() -> None:
-    """...and a phase shorter than one interval still gets its one closing sample; a near-instant one gets none."""
+    """...and a phase shorter than one interval still gets its one closing sample, however short it is (a fast host
+    runs phases a slow one samples several times)."""
     sampler = Sampler(None, cpus=[0], interval_s=60)
     with sampler:
         time.sleep(0.05)
@@ -149,7 +150,7 @@ def test_stopping_is_prompt_even_with_a_long_interval() -> None:
     assert closing.t_s >= 0.05 and sampler.telemetry.error is None
     with Sampler(None, cpus=[0], interval_s=60) as instant:
         pass
-    assert instant.telemetry.samples == []
+    assert len(instant.telemetry.samples) == 1
     with pytest.raises(RuntimeError, match="one phase"):
         sampler.start()
 

@@ -112,6 +112,7 @@ class Record:
     #: FLOP/s: flops_per_item x mean (inference latency in ms: x samples per query / the latency in s)
     flops_achieved: float | None = None
     peak_flops: float | None = None  #: FLOP/s of the run's devices at the precision's math
+    work_unit: str = ""  #: what flops_per_item and peak_flops count: FLOP, or a workload's own unit (decoded image)
     peak_fraction: float | None = None  #: flops_achieved / peak_flops
     peak_source: str = ""
     duration: float | None = None  #: the whole test call, setup of the model included
@@ -227,6 +228,7 @@ def build(
             work.peak_flops,
             work.peak_source,
         )
+        record.work_unit = work.unit
     if case.scenario is not None:
         record.scenario, record.mode = case.scenario.name, case.scenario.mode
         record.batch_size = case.scenario.max_batch
@@ -251,6 +253,7 @@ def build(
     record.interval = training_interval(len(measurements), widened)
     record.between_sd_pct = widened.sd_pct if widened else None
     record.number = measurements[0].plan.number
+    record.warmup = measurements[0].plan.warmup  # with the first blocks autoranging turned into warm-up
     record.runs = len(measurements)
     record.run_means = [m.summary().mean for m in measurements] if len(measurements) > 1 else []
     record.seconds = sum(m.seconds for m in measurements)

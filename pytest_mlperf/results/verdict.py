@@ -130,6 +130,7 @@ def against_floor(
     if roof is None or threshold is None:
         why = roof.work.peak_source if roof and not roof.work.peak_flops else "no FLOPs counted for this result"
         return Verdict(NO_ROOF, None, f"the peak-fraction floor {floor.value:g} cannot be judged: {why}")
+    work = roof.work
     clear = side(measured, Figure.exact(threshold), 0.0, lower_is_better)
     missed = ABOVE if lower_is_better else BELOW
     status = MET if clear else missed if clear is False else INCONCLUSIVE
@@ -139,8 +140,8 @@ def against_floor(
         status,
         ratio,
         f"measured {measured.describe(unit)} {relation} the floor {threshold:.4g} {unit} "
-        f"({floor.value:g} of {roof.work.peak_flops:.4g} FLOP/s peak at {roof.work.flops_per_item:.4g} FLOP an item; "
-        f"peak: {roof.work.peak_source}); ratio {ratio:.3f}; floor source: {floor.source}",
+        f"({floor.value:g} of {work.peak_flops:.4g} {work.unit}/s peak at {work.flops_per_item:.4g} {work.unit} an "
+        f"item; peak: {work.peak_source}); ratio {ratio:.3f}; floor source: {floor.source}",
     )
 
 

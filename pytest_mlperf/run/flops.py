@@ -9,6 +9,7 @@ hidden vector, and twice that for the backward pass (gradients of the inputs and
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -16,6 +17,8 @@ from typing import Any, TypeVar
 
 from torch.ops import aten
 from torch.utils.flop_counter import FlopCounterMode
+
+from ..resources.peaks import Peak
 
 Shape = Sequence[int]
 T = TypeVar("T")
@@ -55,11 +58,23 @@ RNN_FORMULAS: dict[Any, Callable[..., int]] = {
 
 @dataclass(frozen=True)
 class Work:
-    """The arithmetic behind a throughput: counted FLOPs per item and the roof of the devices that ran them."""
+    """The arithmetic behind a throughput: counted FLOPs per item and the roof of the devices that ran them. A
+    workload that does no arithmetic counts its own `unit` instead (the data loader: decoded images, against the
+    host's own decoding rate)."""
 
     flops_per_item: float
-    peak_flops: float | None  #: FLOP/s of all the devices of the run; None where no peak is known
+    peak_flops: float | None  #: FLOP/s (`unit`s per s) of all the devices of the run; None where no peak is known
     peak_source: str
+    unit: str = "FLOP"
+
+
+def lower_roof(work: Work, now: Peak | None, devices: int) -> Work:
+    """`work` against the lower of its roof and `now`, the same roof measured again after the run: a host whose load
+    grew during the run is judged against the roof it had at its busiest (a datasheet's is the same both times; a
+    workload's own unit keeps its own roof)."""
+    if now is None or work.peak_flops is None or work.unit != "FLOP" or now.flops * devices >= work.peak_flops:
+        return work
+    return dataclasses.replace(work, peak_flops=now.flops * devices, peak_source=f"{now.source}, after the run")
 
 
 def counted(step: Callable[[], T]) -> tuple[T, int]:

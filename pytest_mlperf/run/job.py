@@ -30,11 +30,11 @@ from ..resources.nvml import inventory
 from ..resources.peaks import peak
 from ..resources.slices import available_cpus
 from ..resources.telemetry import Sampler, Telemetry
-from ..workloads.registry import Setup
+from ..workloads.registry import Roofed, Setup
 from .events import Event, Recorder
-from .flops import Work, counted
+from .flops import Work, counted, lower_roof
 from .measure import Measurement, NonFiniteLoss, Plan, measure, synchronizer
-from .precision import float32_math, resolve
+from .precision import Precision, float32_math, resolve
 from .quality import QualityResult, converge
 
 
@@ -97,16 +97,12 @@ def train(
             trainer = _build(case, setup, distribute)
             plan = Plan(s.warmup, s.repeat, s.number, trainer.items_per_step * s.devices, s.min_block_s)
             loss, flops = counted(trainer.step)
-            roof = peak(device, precision)
-            result.work = Work(
-                flops / trainer.items_per_step,
-                roof.flops * s.devices if roof else None,
-                roof.source if roof else "no peak known for this device",
-            )
+            result.work = _work(trainer, flops, device, precision, s.devices)
             with sampler or contextlib.nullcontext():
                 agree = largest_of_ranks(device) if distribute is not None else None
                 result.measurement = measure(trainer.step, plan, synchronizer(device), [loss], on_block, agree)
             result.telemetry = sampler.telemetry if sampler else None
+            result.work = lower_roof(result.work, peak(device, precision), s.devices)
             del trainer  # its memory, before the fresh model of the quality phase is built
             if quality:
                 result.quality = _to_quality(case, setup, distribute, record)
@@ -143,6 +139,20 @@ def _to_quality(case: Case, setup: Setup, distribute: Callable[[Any], None] | No
 
 class NotDataParallel(TypeError):
     """`distribute` refused the trainer (it has no model to wrap)."""
+
+
+def _work(trainer: Any, flops: int, device: torch.device, precision: Precision, devices: int) -> Work:
+    """The counted FLOPs of an item against the devices' peak, or the trainer's own `Roofed.work` where its step
+    does no arithmetic."""
+    if isinstance(trainer, Roofed):
+        own = trainer.work()
+        return dataclasses.replace(own, peak_flops=own.peak_flops * devices if own.peak_flops else None)
+    roof = peak(device, precision)
+    return Work(
+        flops / trainer.items_per_step,
+        roof.flops * devices if roof else None,
+        roof.source if roof else "no peak known for this device",
+    )
 
 
 def _build(case: Case, setup: Setup, distribute: Callable[[Any], None] | None) -> Any:

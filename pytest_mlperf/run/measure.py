@@ -3,10 +3,11 @@
 Warm-up steps are run and discarded; then `repeat` blocks of `number` steps, each block timed with
 `time.perf_counter_ns` between two device synchronisations. With `min_block_s` a block lasts at least about that long
 whatever the host's speed: the steps per block are raised from `number` (the least) by the warm-up's fastest step
-time, as timeit's autorange sizes its loops, so a fast host does not time blocks of milliseconds, all noise. Inside a
-block the only work besides the step itself is appending its (device-side) loss to a list; losses are copied to the
-host and checked after the block's clock has stopped, so a non-finite loss is caught at block granularity and
-reported with the exact step it appeared at.
+time, as timeit's autorange sizes its loops, so a fast host does not time blocks of milliseconds, all noise; a first
+block under half that long (warm-up steps slower than the steady ones) becomes warm-up and sizes the blocks again.
+Inside a block the only work besides the step itself is appending its (device-side) loss to a list; losses are
+copied to the host and checked after the block's clock has stopped, so a non-finite loss is caught at block
+granularity and reported with the exact step it appeared at.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from ..results.stats import Summary, summarize
 #: the least wall time of a measured block by default (a system file's `min_block_s`): long enough that a block's
 #: figure is not the noise of a few milliseconds (chosen on the CI machine: README, "How a test measures")
 MIN_BLOCK_S = 0.5
+MAX_RESIZES = 3  #: first blocks re-sized at most this many times (each then counts as warm-up)
 
 
 class NonFiniteLoss(AssertionError):
@@ -132,15 +134,34 @@ def measure(
     if agree is not None:
         plan = dataclasses.replace(plan, number=agree(plan.number))
     result.plan = plan
-    for k in range(plan.repeat):
+    resized = 0
+    while len(result.block_ns) < plan.repeat:
         block: list[Tensor] = []
         start = time.perf_counter_ns()
         for _ in range(plan.number):
             block.append(step())
         sync()
-        result.block_ns.append(time.perf_counter_ns() - start)
+        ns = time.perf_counter_ns() - start
+        if not result.block_ns and resized < MAX_RESIZES and plan.min_block_s > 0 and math.isfinite(fastest):
+            number = _resized(plan, ns, agree)
+            if number > plan.number:  # warm-up steps slower than the steady ones: this block was warm-up too
+                plan = result.plan = dataclasses.replace(plan, warmup=plan.warmup + plan.number, number=number)
+                record(block)
+                resized += 1
+                continue
+        result.block_ns.append(ns)
         record(block)
         if on_block is not None:
-            seconds = result.block_ns[-1] / 1e9
-            on_block(k + 1, plan.repeat, plan.items_per_step * plan.number / seconds, seconds)
+            seconds = ns / 1e9
+            on_block(len(result.block_ns), plan.repeat, plan.items_per_step * plan.number / seconds, seconds)
     return result
+
+
+def _resized(plan: Plan, first_ns: int, agree: Callable[[int], int] | None) -> int:
+    """The steps per block the first block's own pace asks for when it lasted under half of `min_block_s` (the
+    warm-up's fastest step overestimated a step: first steps that build caches or kernels), else its number; agreed
+    between data-parallel ranks, which all ask after their first block."""
+    number = plan.number
+    if first_ns < plan.min_block_s * 1e9 / 2:
+        number = plan.autoranged(first_ns / plan.number).number
+    return agree(number) if agree is not None else number

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from ..resources.peaks import peak
 from ..workloads.registry import Preset, Serving, Setup, Workload
 from .flops import Work, counted
-from .precision import resolve
+from .precision import Precision, resolve
 from .quality import QualityResult, converge
 from .training import forward
 
@@ -150,6 +150,12 @@ def _device(value: Inputs) -> torch.device:
     return value[0].device if isinstance(value, tuple) else value.device
 
 
+def served_math(precision: str, device: torch.device) -> Precision:
+    """The math whose peak a served precision is held to: int8's is float32's, as dynamic quantization leaves
+    convolutions and activations in float32."""
+    return resolve("fp32" if precision == "int8" else precision, device)
+
+
 def work(model: Trained, precision: str, device: torch.device, batch: int, devices: int = 1) -> Work:
     """The arithmetic of serving `model`: FLOPs of one sample's forward pass of the FP32 model, counted on a `batch`
     (the same figure in every precision: the work is the model's; int8's quantized layers are invisible to the
@@ -158,7 +164,7 @@ def work(model: Trained, precision: str, device: torch.device, batch: int, devic
     index = torch.arange(batch, device=_device(model.inputs)) % size(model.inputs)
     with torch.inference_mode():
         flops = counted(lambda: forward(model.model, rows(model.inputs, index)))[1]
-    roof = peak(device, resolve("fp32" if precision == "int8" else precision, device))
+    roof = peak(device, served_math(precision, device))
     if roof is None:
         return Work(flops / batch, None, "no peak known for this device")
     return Work(flops / batch, roof.flops * devices, roof.source)

@@ -11,11 +11,12 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
 
+from ..run.flops import Work
 from ..run.precision import Precision
 
 Preset = Mapping[str, Any]
@@ -43,6 +44,15 @@ class Trainer(Protocol):
 
     def evaluate(self) -> float:
         """The quality metric on held-out data of the same (learnable, synthetic) task."""
+        ...
+
+
+@runtime_checkable
+class Roofed(Protocol):
+    """A trainer whose step does no arithmetic to count (a data loader): it measures its own roof."""
+
+    def work(self) -> Work:
+        """What one item costs in its own unit and the host's rate of it, measured under the run's conditions."""
         ...
 
 
