@@ -30,7 +30,7 @@ SCENARIOS = {
     # at most 16 samples per ms, so the one query of 1.1 x 1 s x 16000 samples cannot finish before 1 s
     "offline": Scenario("offline", min_duration_ms=1000, offline_expected_qps=16_000, max_batch=16),
     "server": Scenario("server", min_duration_ms=1000, min_query_count=500, server_target_qps=500,
-                       server_target_latency_ms=100, max_batch=4),
+                       server_target_latency_ms=500, max_batch=4),
     "singlestream": Scenario("singlestream", min_duration_ms=1000, single_stream_expected_latency_ms=1.0),
     "multistream": Scenario("multistream", min_duration_ms=1000, min_query_count=662,
                             multi_stream_expected_latency_ms=1.0, max_batch=8),
@@ -50,7 +50,7 @@ def test_each_scenario_is_valid(name: str, tmp_path: Path) -> None:
         assert metric.unit == "samples/s" and 0 < metric.value <= 16_000
     elif name == "server":
         assert metric.value == pytest.approx(500, rel=0.1)
-        assert result.latency_ms["p99"] < 100
+        assert result.latency_ms["p99"] < 500  # ~2 ms alone; up to 100 ms seen with the cores oversubscribed 2x
     else:  # a query is at least one 1 ms predict call
         assert metric.unit == "ms" and metric.lower_is_better and metric.value >= 1.0
 
@@ -204,7 +204,7 @@ def test_scenario_validation() -> None:
 
 def test_settings_reach_loadgen() -> None:
     settings = SCENARIOS["server"].to_settings()
-    assert (settings.server_target_qps, settings.server_target_latency_ns) == (500, 100_000_000)
+    assert (settings.server_target_qps, settings.server_target_latency_ns) == (500, 500_000_000)
     assert (settings.min_duration_ms, settings.min_query_count) == (1000, 500)
     ms = SCENARIOS["multistream"].to_settings()
     assert (ms.multi_stream_samples_per_query, ms.multi_stream_expected_latency_ns) == (8, 1_000_000)
