@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -14,6 +15,12 @@ from pytest_mlperf.containers import PodmanService, podman_available
 
 if TYPE_CHECKING:  # imported in the fixture: only the tests that use a browser pay for selenium
     from browser import Browser
+
+# Started where SIGINT is ignored (a background job of a non-interactive shell, nohup), every child would inherit the
+# ignore and Python would not turn Ctrl-C into KeyboardInterrupt there: the Ctrl-C tests would hang. Python's own
+# handler here makes the children start with the default again.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # pytester's in-process runs drop modules first imported during a run; torch imports torch._dynamo lazily at the
 # first optimizer step, and importing it twice fails. Importing it here keeps it loaded across runs.

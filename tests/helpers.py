@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
 from pathlib import Path
 from typing import Any
 
@@ -11,14 +10,6 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def interruptible() -> None:
-    """A Popen preexec_fn for a child a test interrupts: SIGINT back to its default, so Python turns it into a
-    KeyboardInterrupt even when the tests run where SIGINT is ignored (a background job of a non-interactive shell,
-    nohup), which a child would otherwise inherit."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
 
 #: A conftest for pytester projects: a linear-regression workload ("toy") and one that diverges ("nan" preset).
 TOY_CONFTEST = """

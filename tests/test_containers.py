@@ -18,7 +18,6 @@ from pathlib import Path
 
 import docker
 import pytest
-from helpers import interruptible
 
 from pytest_mlperf.containers import (
     HOST_IMAGE,
@@ -202,11 +201,7 @@ def test_ctrl_c_removes_the_running_container(podman: PodmanService, engine: doc
     labels = {"label": f"{SESSION_LABEL}={session}"}
     env = {**os.environ, "DOCKER_HOST": podman.base_url}
     process = subprocess.Popen(
-        [sys.executable, "-c", INTERRUPTED, session, image],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        preexec_fn=interruptible,
+        [sys.executable, "-c", INTERRUPTED, session, image], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     try:
         deadline = time.monotonic() + 30

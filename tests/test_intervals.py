@@ -17,7 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 import torch
-from helpers import TOY_CONFTEST, TOY_SUITE, Project, baseline, interruptible, system
+from helpers import TOY_CONFTEST, TOY_SUITE, Project, baseline, system
 
 from pytest_mlperf.results.repeats import across_runs, training_interval
 from pytest_mlperf.results.stats import summarize, widen
@@ -219,8 +219,7 @@ def test_ctrl_c_leaves_no_fresh_process_behind(sleepy: tuple[Project, Path]) -> 
     project.add_system(system(benchmark="sleepy"))
     argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--system=toy", "--runs=2", "test_sleepy.py"]
     env = {**os.environ, "SLEEPY_PIDS": str(pids)}
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-    pytest_run = subprocess.Popen(argv, cwd=project.path, env=env, preexec_fn=interruptible, **quiet)
+    pytest_run = subprocess.Popen(argv, cwd=project.path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         (child,) = pids_in(pids)
         assert alive(child) and child != pytest_run.pid

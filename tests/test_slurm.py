@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import Project, interruptible, system
+from helpers import Project, system
 
 from pytest_mlperf.launch.slurm import (
     SlurmCluster,
@@ -152,8 +152,7 @@ def test_ctrl_c_cancels_the_job(slurm: SlurmCluster, tmp_path: Path) -> None:
     )
     name = f"ctrlc{os.getpid()}"
     argv = [sys.executable, "-c", script, json.dumps(slurm.env), str(tmp_path), name]
-    output = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True}
-    process = subprocess.Popen(argv, preexec_fn=interruptible, **output)
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 20
         while not (running := _jobs_named(slurm, name, "R")):
