@@ -25,6 +25,7 @@ from .launch.torchrun import train_with_torchrun
 from .resources.devices import Unavailable, describe, fits, place
 from .resources.leasing import Lease, LeaseTimeout
 from .resources.peaks import peak
+from .resources.slices import Slice, applied, free
 from .resources.telemetry import MIN_SAMPLES, Telemetry
 from .results import mllog, scaling
 from .results.loadgen_logs import LoadgenResult, parse_logs
@@ -77,6 +78,7 @@ RANK_MEANS = pytest.StashKey[list[float]]()  #: several devices: the system's it
 #: several devices: one device's items/s measured by the test (None: another test of the run) and where it comes from
 SCALING = pytest.StashKey[tuple[float | None, str]]()
 BETWEEN = pytest.StashKey[Between]()  #: the between-process sd that widened a single run's interval
+CORES = pytest.StashKey[Slice]()  #: the CPU cores the test ran on
 PROCESSES_DIR = "processes"  #: the run folder's fresh-process runs: processes/<test id>/run-<k>/
 
 
@@ -136,6 +138,18 @@ def device(request: pytest.FixtureRequest, case: Case, gpus: Lease) -> torch.dev
     return placed
 
 
+@pytest.fixture
+def cores(request: pytest.FixtureRequest) -> Iterator[Slice]:
+    """The CPU cores the test runs on: its worker's slice less the cores other work keeps busy as the test starts
+    (`slices.free`). This process's torch threads and affinity follow them for the test, and so do the processes it
+    starts, which are given them."""
+    session = request.config.stash[SESSION]
+    assert session.slice is not None  # set at configure
+    piece = request.node.stash[CORES] = free(session.slice)
+    with applied(piece):
+        yield piece
+
+
 def data_dir(config: pytest.Config) -> Path | None:
     """--data-dir, else the mlperf_data_dir ini value (relative to the rootdir), else None: synthetic data."""
     option = config.getoption("mlperf_data_dir")
@@ -173,6 +187,7 @@ class Bench:
         device: torch.device,
         lease: Lease,
         data: Prepared | None,
+        cores: Slice,
         session: MlperfSession,
         node: pytest.Item,
     ) -> None:
@@ -180,6 +195,7 @@ class Bench:
         self.device = device
         self.lease = lease
         self.data = data
+        self.cores = cores
         self.session = session
         self.node = node
 
@@ -200,10 +216,10 @@ class Bench:
         run's)."""
         compiled, data = self.node.stash[COMPILED], self.data.root if self.data else None
         if self.case.launcher:
-            assert self.session.slice and self.session.run_dir  # set at configure
+            assert self.session.run_dir  # set at configure
             out = self.session.run_dir / "ranks" / self.case.id
             launch = train_with_torchrun if self.case.launcher == "torchrun" else train_with_slurm
-            result, ranks = launch(self.case, self.lease, self.session.slice, out, data, compiled)
+            result, ranks = launch(self.case, self.lease, self.cores, out, data, compiled)
             self.node.stash[RANK_MEANS] = [r.measurement.summary().mean for r in ranks if r.measurement]
             self.node.stash[ENVIRONMENT] = ranks[0].environment if ranks else {}
             if SCALING not in self.node.stash and not result.problem:
@@ -211,12 +227,13 @@ class Bench:
         elif self.session.runs_in_container(self.case):
             result = self._in_container(data, compiled)
         elif self.session.fresh_processes:
-            assert self.session.slice and self.session.run_dir  # set at configure
+            assert self.session.run_dir  # set at configure
             runs = len(self.node.stash.get(MEASUREMENTS, []))
             out = self.session.run_dir / PROCESSES_DIR / self.case.id / f"run-{runs}"
-            result = train_in_fresh_process(self.case, self.lease, self.session.slice, out, data, compiled)
+            result = train_in_fresh_process(self.case, self.lease, self.cores, out, data, compiled)
         else:
-            sampler, progress = self.session.sampler(self.lease), self.session.progress(self.node, self.case)
+            sampler = self.session.sampler(self.lease, self.cores)
+            progress = self.session.progress(self.node, self.case)
             result = job.train(self.case, self.device, data, compiled, sampler, on_block=progress)
         if result.events and self.session.run_dir:  # MLPerf's layout: result_0.txt, result_1.txt... per benchmark
             runs = len(self.node.stash.get(MEASUREMENTS, []))
@@ -249,9 +266,9 @@ class Bench:
         twin = next((t for t in twins if gpu and _same_device_case(t, single)), None)
         if twin is not None:
             return None, f"{twin.id}{scaling.IN_THIS_RUN}"
-        assert self.session.slice is not None  # set at configure
-        piece = self.session.slice
-        share = dataclasses.replace(piece, cpus=piece.cpus[: max(1, piece.threads // devices)])
+        piece = self.cores
+        idle = tuple(cpu for cpu in piece.cpus if cpu not in piece.busy)
+        share = dataclasses.replace(piece, cpus=idle[: max(1, piece.threads // devices)], busy=())
         lease = dataclasses.replace(self.lease, devices=self.lease.devices[:1])
         result = train_in_fresh_process(single, lease, share, out, data, compiled, quality=False)
         if result.problem or result.measurement is None:
@@ -277,8 +294,8 @@ class Bench:
 
     def _launch(self) -> Launch:
         session = self.session
-        assert session.slice and session.run_dir  # set at configure
-        return Launch(self.case, self.lease, session.slice, session.run_dir / "containers" / self.case.id)
+        assert session.run_dir  # set at configure
+        return Launch(self.case, self.lease, self.cores, session.run_dir / "containers" / self.case.id)
 
     def _runner(self) -> Runner:
         assert self.session.containers is not None  # set at configure
@@ -387,16 +404,28 @@ def fail_on(case: Case, device: torch.device, failures: list[str]) -> None:
 
 @pytest.fixture
 def bench(
-    request: pytest.FixtureRequest, case: Case, gpus: Lease, device: torch.device, dataset: Prepared | None
+    request: pytest.FixtureRequest,
+    case: Case,
+    gpus: Lease,
+    device: torch.device,
+    dataset: Prepared | None,
+    cores: Slice,
 ) -> Bench:
-    return Bench(case, device, gpus, dataset, request.config.stash[SESSION], request.node)
+    return Bench(case, device, gpus, dataset, cores, request.config.stash[SESSION], request.node)
 
 
 class Serve:
     """Serves a case's trained model to LoadGen: a performance run in the case's scenario, or the accuracy pass."""
 
     def __init__(
-        self, case: Case, device: torch.device, lease: Lease, logs: Path, session: MlperfSession, node: pytest.Item
+        self,
+        case: Case,
+        device: torch.device,
+        lease: Lease,
+        cores: Slice,
+        logs: Path,
+        session: MlperfSession,
+        node: pytest.Item,
     ) -> None:
         if case.scenario is None:
             pytest.fail(f"{case.id}: the `serve` fixture needs an inference case", pytrace=False)
@@ -404,6 +433,7 @@ class Serve:
         self.entry = case.system.spec.inference[case.benchmark]  #: the system file's inference entry
         self.device = device
         self.lease = lease
+        self.cores = cores
         self.logs = logs / case.id  #: LoadGen's log folder
         self.session = session
         self.node = node
@@ -451,7 +481,7 @@ class Serve:
         pytest.fail(problem, pytrace=False)
 
     def _measured(self, predict: Answerer) -> loadgen.LoadgenRun:
-        with self.session.sampler(self.lease) as sampler:
+        with self.session.sampler(self.lease, self.cores) as sampler:
             run = loadgen.run(predict, self.library, self.scenario, self.logs)
         self.node.stash[TELEMETRY] = sampler.telemetry
         return run
@@ -580,8 +610,9 @@ class Serve:
 
 
 @pytest.fixture
-def serve(request: pytest.FixtureRequest, case: Case, gpus: Lease, device: torch.device) -> Serve:
-    """A Serve whose LoadGen logs go to the run folder's loadgen/ (the controller's, under xdist too)."""
+def serve(request: pytest.FixtureRequest, case: Case, gpus: Lease, device: torch.device, cores: Slice) -> Serve:
+    """A Serve whose LoadGen logs go to the run folder's loadgen/ (the controller's, under xdist too), on the test's
+    `cores`."""
     session = request.config.stash[SESSION]
     assert session.run_dir is not None  # set at configure, on workers from the controller
-    return Serve(case, device, gpus, session.run_dir / "loadgen", session, request.node)
+    return Serve(case, device, gpus, cores, session.run_dir / "loadgen", session, request.node)

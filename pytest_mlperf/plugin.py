@@ -9,7 +9,7 @@ import pytest
 
 from . import progress
 from .config.matrix import Case, expand, marker_lines
-from .fixtures import SESSION, bench, case, dataset, device, gpus, serve  # noqa: F401  (fixtures)
+from .fixtures import SESSION, bench, case, cores, dataset, device, gpus, serve  # noqa: F401  (fixtures)
 from .reporting import Reporter, attach_record
 from .session import PROGRESS, RUN_DIR, SLOT, MlperfSession
 

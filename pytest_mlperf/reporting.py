@@ -14,6 +14,7 @@ from .fixtures import (
     ACCURACY,
     BETWEEN,
     COMPILED,
+    CORES,
     DATA,
     DATA_DIR,
     DEVICE,
@@ -190,8 +191,10 @@ def attach_record(item: pytest.Item, call: pytest.CallInfo[None], report: pytest
     if ENVIRONMENT in item.stash:
         record.environment = item.stash[ENVIRONMENT]
     record.runner = item.stash.get(RUNNER, "local")
-    if session.slice:
-        record.cpus, record.memory_share_gb = session.slice.cpuset, round(session.slice.memory_gb, 2)
+    cores = item.stash.get(CORES, session.slice)
+    if cores:
+        record.cpus, record.memory_share_gb = cores.cpuset, round(cores.memory_gb, 2)
+        record.cpus_busy = ",".join(map(str, cores.busy))
     report.user_properties.append((PROPERTY, record.to_dict()))
     drawing = call.when == "call" and session.plots and session.run_dir
     drawn = test_plots(record, session.run_dir / page.PLOTS) if drawing else {}

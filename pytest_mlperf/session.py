@@ -169,9 +169,9 @@ class MlperfSession:
             emit = progress.to_file(self.run_dir / progress.DIR / f"{workerinput['workerid']}.txt")
         return Progress(case.id, case.workload.unit, emit, self.progress_every)
 
-    def sampler(self, lease: Lease) -> Sampler:
-        """A telemetry sampler of a test's leased GPUs and this process's CPU slice."""
-        return Sampler(self.nvml, lease.devices, cpus=self.slice.cpus if self.slice else None)
+    def sampler(self, lease: Lease, cores: slices.Slice) -> Sampler:
+        """A telemetry sampler of a test's leased GPUs and its CPU cores."""
+        return Sampler(self.nvml, lease.devices, cpus=cores.cpus)
 
     @property
     def slice_memory_gb(self) -> float | None:
@@ -189,7 +189,7 @@ class MlperfSession:
         host's, measured once by the probe (in fresh processes on this worker's slice) and cached."""
         if self.between_sd is not None:
             return Between(self.between_sd, "pinned by the ini key mlperf_between_sd")
-        threads = torch.get_num_threads()  #: the slice's in a worker, else torch's default
+        threads = torch.get_num_threads()  #: the test's cores' (the `cores` fixture)
         key = (str(device), threads)
         if key not in self._between:
             self._between[key] = between_processes(device, threads, self.cache_dir, lease.env)

@@ -5,12 +5,14 @@ they were not recorded from hardware. The locks, the xdist workers and the kille
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+import torch
 from helpers import REPO, Project, system
 
 from pytest_mlperf.resources import slices
@@ -128,6 +130,45 @@ def test_slices_cut_cores_and_memory() -> None:
     assert piece.threads == 3
     assert slices.cut(2, 3, (0, 1), 3.0).cpus == (0,)  # more workers than cores: they share
     assert slices.Slice((0, 2, 3, 4, 9), 1.0, 1).cpuset == "0,2-4,9"
+
+
+def test_a_slice_keeps_the_cores_other_work_leaves_free() -> None:
+    piece = slices.Slice((0, 1, 2, 3), 8.0, 1)
+    quiet = slices.keep_free(piece, {0: 0.97, 1: 0.95, 2: 0.99, 3: 0.9})
+    assert quiet == piece  # nothing else runs: every core
+    one_busy = slices.keep_free(piece, {0: 0.97, 1: 0.02, 2: 0.99, 3: 0.9})
+    assert one_busy.cpus == (0, 1, 2, 3) and one_busy.busy == (1,) and one_busy.threads == 3
+    assert "(3 threads, cpus 1 busy with other work)" in one_busy.describe()
+    shared = slices.keep_free(piece, {0: 0.5, 1: 0.5, 2: 0.5, 3: 0.5})  # two cores' worth of other work, spread
+    assert shared.threads == 2
+    swamped = slices.keep_free(piece, {0: 0.1, 1: 0.3, 2: 0.0, 3: 0.05})
+    assert swamped.threads == 1 and swamped.busy == (0, 2, 3)  # at least one thread
+    assert slices.free(slices.Slice((0,), 1.0, 1)) == slices.Slice((0,), 1.0, 1)  # one core: nothing to leave out
+    assert slices.free(piece, 0.0, Path("/nonexistent/stat")) == piece  # nothing counts the cores: all of them
+
+
+@pytest.mark.skipif(not Path("/proc/stat").is_file() or (os.cpu_count() or 1) < 2, reason="needs Linux, 2 cores")
+def test_a_core_kept_busy_by_another_program_is_measured_busy() -> None:
+    """A busy loop pinned to one core, read from the kernel's counters: that core is not idle, whatever else runs."""
+    core = (os.cpu_count() or 2) - 1
+    spin = f"import os; os.sched_setaffinity(0, {{{core}}}); print('spinning', flush=True)\nwhile True: pass"
+    with subprocess.Popen([sys.executable, "-c", spin], stdout=subprocess.PIPE, text=True) as hog:
+        try:
+            assert hog.stdout is not None and hog.stdout.readline().strip() == "spinning"
+            idle = slices.idle_fractions((0, core), 0.5)
+        finally:
+            hog.kill()
+    assert set(idle) == {0, core} and idle[core] < 0.2, idle
+    assert slices.keep_free(slices.Slice((0, core), 1.0, 1), {**idle, 0: 1.0}).busy == (core,)
+
+
+def test_applied_cores_last_as_long_as_the_test() -> None:
+    threads, cpus = torch.get_num_threads(), slices.available_cpus()
+    with slices.applied(slices.Slice(cpus[:1], 1.0, 1)):
+        assert torch.get_num_threads() == 1 and slices.available_cpus() == cpus[:1]
+    with slices.applied(slices.Slice(cpus, 1.0, 1, busy=cpus[1:])):  # other work on all but one core
+        assert torch.get_num_threads() == 1 and slices.available_cpus() == cpus
+    assert torch.get_num_threads() == threads and slices.available_cpus() == cpus
 
 
 HOLD = """

@@ -119,7 +119,8 @@ class Record:
     threads: int = 0
     gpus: str = ""  #: the devices the test leased (model and UUID each), or why it ran on the CPU
     lease_wait_s: float | None = None  #: how long the test waited for busy devices
-    cpus: str = ""  #: the worker's cores (a cpuset list, e.g. "0-3")
+    cpus: str = ""  #: the cores the test ran on (a cpuset list, e.g. "0-3"): its worker's, less busy ones
+    cpus_busy: str = ""  #: its worker's cores left out because other work kept them busy as the test started
     memory_share_gb: float | None = None  #: the worker's share of the host's memory
     torch: str = str(torch.__version__)
     python: str = platform.python_version()
