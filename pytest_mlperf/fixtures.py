@@ -19,7 +19,7 @@ from .containers.launch import Launch, train_in_container
 from .containers.runner import Runner
 from .containers.third_party import Reported, run_image_benchmark
 from .data import DATASETS, DatasetError, DatasetMissing, Prepared, ensure
-from .launch.process import train_in_fresh_process
+from .launch.process import serve_in_fresh_process, train_in_fresh_process
 from .launch.slurm_ranks import train_with_slurm
 from .launch.torchrun import train_with_torchrun
 from .resources.devices import Unavailable, describe, fits, place
@@ -47,12 +47,11 @@ from .run.serving import (
     Accuracy,
     Answerer,
     Trained,
+    answering,
     labels_of,
     logged_answers,
     predict_all,
-    served,
     served_math,
-    trained,
     work,
 )
 from .session import MlperfSession
@@ -447,23 +446,26 @@ class Serve:
         self._recalibrated = False  #: whether an INVALID run called for a second calibration
 
     def _model(self) -> tuple[Trained, Answerer]:
+        entry, case = self.entry, self.case
         try:
-            entry = self.entry
-            model = trained(self.case.workload, entry.preset, self.device, entry.train_batch, self.library.count)
-        except RuntimeError as exc:
-            pytest.fail(f"{self.case.id}: {exc}", pytrace=False)
-        try:
-            served_model, context = served(model.model, self.case.precision, self.device)
-        except ValueError as exc:
-            pytest.fail(f"{self.case.id}: {exc}", pytrace=False)
-        return model, Answerer(served_model, model.inputs, self.serving, self.case.preset, context)
+            samples = self.library.count
+            return answering(
+                case.workload, entry.preset, case.preset, self.device, entry.train_batch, samples, case.precision
+            )
+        except (RuntimeError, ValueError) as exc:
+            problem = f"{case.id}: {exc}"
+        pytest.fail(problem, pytrace=False)
 
     def _calibrated(self, predict: Answerer) -> calibration.Calibration:
         if self._calibration is None:
             self._calibration = calibration.calibrate(predict, self.library, self.scenario)
         return self._calibration
 
-    def _run(self, predict: Answerer) -> loadgen.LoadgenRun:
+    def _run(self, predict: Answerer, fresh: bool = False) -> loadgen.LoadgenRun:
+        """A LoadGen run in the test's process (recalibrated and run again once, should a calibrated setting make it
+        INVALID), or in a `fresh` process of its own with the settings as they are."""
+        if fresh:
+            return self._in_fresh_process()
         try:
             if self._searching:
                 run = self._peak(predict)
@@ -479,6 +481,19 @@ class Serve:
             self.node.stash.setdefault(LOADGEN, []).append(run)
             return run
         pytest.fail(problem, pytrace=False)
+
+    def _in_fresh_process(self) -> loadgen.LoadgenRun:
+        runs = self.node.stash.setdefault(LOADGEN, [])
+        assert self.session.run_dir is not None  # set at configure
+        out = self.session.run_dir / PROCESSES_DIR / self.case.id / f"run-{len(runs)}"
+        samples = self.library.count
+        run = serve_in_fresh_process(
+            self.case, self.lease, self.cores, self.scenario, samples, out, self.logs / f"run-{len(runs)}"
+        )
+        if isinstance(run, str):
+            pytest.fail(f"{run} (run {len(runs) + 1})", pytrace=False)
+        runs.append(run)
+        return run
 
     def _measured(self, predict: Answerer) -> loadgen.LoadgenRun:
         with self.session.sampler(self.lease, self.cores) as sampler:
@@ -521,8 +536,9 @@ class Serve:
         return loadgen.LoadgenRun(scenario, folder, parse_logs(folder), time.perf_counter() - start)
 
     def performance(self) -> list[loadgen.LoadgenRun]:
-        """LoadGen runs of the case's scenario, one per --runs (with --find-peak-qps, Server's peak search, once),
-        with the host settings the system file leaves out calibrated on this host first; their logs stay in `logs`.
+        """LoadGen runs of the case's scenario, one per --runs, the first in the test's process, each other in a fresh
+        one (with --find-peak-qps, Server's peak search, once), with the host settings the system file leaves out
+        calibrated on this host first; their logs stay in `logs` (a fresh process's run in run-<k>/ there).
         The served model's arithmetic (`Work`) goes into the record, against the lower of its roof measured before
         and after the runs."""
         model, predict = self._model()
@@ -530,8 +546,8 @@ class Serve:
         before = work(model, self.case.precision, self.device, self.scenario.max_batch, devices)
         if self.scenario.unset:
             self.scenario = self._calibrated(predict).settle(self.scenario)
-        for _ in range(1 if self._searching else self.session.runs):
-            self._run(predict)
+        for n in range(1 if self._searching else self.session.runs):
+            self._run(predict, fresh=n > 0)
         after = peak(self.device, served_math(self.case.precision, self.device))
         self.node.stash[WORK] = lower_roof(before, after, devices)
         self._predict = predict  # for the reruns of an inconclusive verdict
@@ -546,7 +562,7 @@ class Serve:
         predict = self._predict
         assert predict is not None  # set by performance()
         reruns = 0 if self._searching else self.session.reruns
-        verdicts = until_conclusive(lambda: self._verdicts(runs), lambda: self._run(predict), reruns)
+        verdicts = until_conclusive(lambda: self._verdicts(runs), lambda: self._run(predict, fresh=True), reruns)
         verdicts = resting_on(verdicts, loadgen_interval(len(runs), self.node.stash.get(BETWEEN, None)))
         metric = runs[0].result.metric
         assert metric is not None  # _verdicts failed the test otherwise
@@ -560,7 +576,9 @@ class Serve:
                 why = [f"{run.result.message}{which}", *self._invalid_settings(run)]
                 fail_on(self.case, self.device, [*why, f"(LoadGen logs: {run.outdir})"])
         metrics = [run.result.metric for run in runs if run.result.metric]  # a VALID run always logs its metric
-        between = self.node.stash[BETWEEN] = self.session.between(self.device, self.lease)
+        between = None
+        if len(metrics) == 1:  # several runs, each in a process of its own: their spread shows the term
+            between = self.node.stash[BETWEEN] = self.session.between(self.device, self.lease)
         measured = Figure.of(across_loadgen_runs([m.value for m in metrics], between))
         judged = judge(self.node, self.case)
         return judged(measured, metrics[0].unit, metrics[0].lower_is_better, roof(self.case, self.node))

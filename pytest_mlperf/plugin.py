@@ -50,7 +50,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         type=int,
         default=1,
         metavar="N",
-        help="run each test's case N times (Mila's run_10, Lambda's NUM_RUN), from 2 each time in a fresh process, "
+        help="run each test's case N times (Mila's run_10, Lambda's NUM_RUN), from 2 each time in a fresh process "
+        "(a LoadGen case's first run: in the test's process), "
         "and judge the trimmed mean of the runs (without the fastest and slowest from 4 runs), its interval from "
         "their spread (default 1: once, in the test's process, its interval widened by the host's between-process sd)",
     )
@@ -61,7 +62,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=0,
         metavar="N",
         help="when a test's verdict is inconclusive (its interval straddles the target), run its case again, up to N "
-        "more times, until the verdict is clear; every run in a fresh process (default 0: report it as inconclusive)",
+        "more times, until the verdict is clear; each rerun in a fresh process (default 0: report it as inconclusive)",
     )
     group.addoption(
         "--inconclusive",

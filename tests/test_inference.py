@@ -432,3 +432,30 @@ def test_loadgen_logs_of_xdist_workers_land_in_the_run_folder(pytester: pytest.P
         assert Path(record["loadgen_dir"]) == run / "loadgen" / record["id"]
         # VALID or not (two workers share the CPU, not what this test is about): LoadGen judged the run in that folder
         assert "Result is : " in (run / "loadgen" / record["id"] / "mlperf_log_summary.txt").read_text()
+
+
+def test_runs_after_the_first_serve_in_fresh_processes(pytester: pytest.Pytester) -> None:
+    """--runs 3 of a LoadGen case: the first run in the test's process, each other in a process of its own (which
+    imports the workload from the user's conftest.py); the figure's interval is the spread of the three, and says
+    so. A rerun of an inconclusive verdict takes the same path (`Serve.check`)."""
+    pytester.makeconftest(OUTLIER_CONFTEST)
+    pytester.makepyfile(test_suite=(REPO / "suites" / "test_inference.py").read_text())
+    content = system("outlier", benchmark="outlier")
+    offline = {"max_batch": 8, "min_duration_ms": 100, "min_query_count": 1}
+    content["inference"] = {
+        "outlier": {"preset": "cpu", "samples": 16, "precisions": ["fp32"], "scenarios": {"offline": offline}}
+    }
+    (pytester.path / "systems").mkdir()
+    write(pytester.path / "systems", content)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--system=outlier", "-m", "offline", "--runs=3")
+    result.assert_outcomes(passed=1)
+    run = (pytester.path / "reports" / "latest").resolve()
+    (record,) = json.loads((run / "results.json").read_text())["records"]
+    assert record["runs"] == 3 and len(record["run_means"]) == 3 and record["count"] == 3
+    assert record["interval"] == "the spread of 3 LoadGen runs, each in a process of its own"
+    assert record["between_sd_pct"] is None  # not needed: no probe
+    for k in (1, 2):
+        summary = run / "loadgen" / record["id"] / f"run-{k}" / "mlperf_log_summary.txt"
+        assert "Result is : VALID" in summary.read_text()
+        log = (run / "processes" / record["id"] / f"run-{k}" / "process.log").read_text()
+        assert "pytest-mlperf serve job: outlier fp32 offline on cpu" in log

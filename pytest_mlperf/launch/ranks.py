@@ -11,6 +11,7 @@ from ..config.matrix import Case
 from ..resources.leasing import Lease
 from ..resources.slices import Slice
 from ..run.job import Job, TrainResult
+from ..run.serve_job import ServeJob
 
 RESULT = "result-{rank}.json"  #: each rank's result in the test's folder
 
@@ -18,9 +19,7 @@ RESULT = "result-{rank}.json"  #: each rank's result in the test's folder
 def job_for(case: Case, lease: Lease, piece: Slice, data: Path | None, compiled: bool, ranks: int) -> Job:
     """The job each rank runs: on the leased GPUs, or on the CPU with the worker's cores shared between the ranks. It
     names where the workload was registered, for one from a user's conftest.py."""
-    module = sys.modules.get(case.workload.build.__module__)
-    source = Path(module.__file__).resolve() if module and module.__file__ else None
-    local = source is not None and not source.is_relative_to(Path(__file__).resolve().parent.parent)
+    modules, paths = origin(case)
     return Job(
         system_file=str(case.system.path.resolve()),
         benchmark=case.benchmark,
@@ -29,15 +28,25 @@ def job_for(case: Case, lease: Lease, piece: Slice, data: Path | None, compiled:
         data=str(data) if data else None,
         compiled=compiled,
         threads=max(1, piece.threads // ranks),
-        modules=[case.workload.build.__module__] if local else [],
-        paths=[str(source.parent)] if local and source else [],
+        modules=modules,
+        paths=paths,
         launcher=case.launcher,
         knobs=sorted({*case.system.spec.launch.env, *dict(case.knobs)}),
         devices=case.settings.devices,
     )
 
 
-def write_job(out: Path, job: Job) -> Path:
+def origin(case: Case) -> tuple[list[str], list[str]]:
+    """The module that registered the case's workload and its folder, when it is not this package's (a user's
+    conftest.py): what a process of our own imports first so that it knows the workload too."""
+    module = sys.modules.get(case.workload.build.__module__)
+    source = Path(module.__file__).resolve() if module and module.__file__ else None
+    if source is None or source.is_relative_to(Path(__file__).resolve().parent.parent):
+        return [], []
+    return [case.workload.build.__module__], [str(source.parent)]
+
+
+def write_job(out: Path, job: Job | ServeJob) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     (out / "job.json").write_text(json.dumps(job.__dict__), encoding="utf-8")
     return out / "job.json"

@@ -300,7 +300,7 @@ def _judge(record: Record, judge: Judge, lower_is_better: bool, roof: Roof | Non
 
 def _loadgen(record: Record, runs: list[LoadgenRun], between: Between | None) -> None:
     """The last run's logs and validity (every run's must be VALID for the figure to count: `Serve.check`); the
-    figure across the runs' official metrics, its interval widened by `between`, as its verdict's was."""
+    figure across the runs' official metrics, one run's interval widened by `between`, as its verdict's was."""
     last = runs[-1].result
     record.loadgen_dir, record.seconds = str(runs[-1].outdir), sum(r.seconds for r in runs)
     record.loadgen_setting, record.loadgen_setting_source = (
@@ -316,7 +316,7 @@ def _loadgen(record: Record, runs: list[LoadgenRun], between: Between | None) ->
     record.metric, record.unit, record.lower_is_better = metrics[0].name, metrics[0].unit, metrics[0].lower_is_better
     _summary(record, across_loadgen_runs([m.value for m in metrics], between))
     record.interval = loadgen_interval(len(metrics), between)
-    record.between_sd_pct = between.sd_pct if between else None
+    record.between_sd_pct = between.sd_pct if between and len(metrics) == 1 else None
     record.runs = len(runs)
     record.run_means = [m.value for m in metrics] if len(metrics) > 1 else []
 

@@ -36,22 +36,19 @@ def training_interval(runs: int, between: Between | None) -> str:
 
 
 def across_loadgen_runs(values: list[float], between: Between | None) -> Summary:
-    """The official metric of LoadGen runs, which all run in the test's process: their spread (of several) misses
-    the process's own offset from the host, so the interval is widened by the host's between-process sd whatever
-    the count (one run alone has no other interval)."""
-    summary = across_runs([summarize([v]) for v in values])
-    if between is None or between.sd_pct is None:
-        return summary
-    return widen(summary, between.sd_pct)
+    """The official metric of LoadGen runs, each in a process of its own (the first in the test's): as
+    `across_runs`, one run's interval being the host's between-process sd alone (one run has no other)."""
+    return across_runs([summarize([v]) for v in values], between)
 
 
 def loadgen_interval(runs: int, between: Between | None) -> str:
     """What an inference figure's interval rests on, for its record and its verdict's message."""
-    spread = f"the spread of {runs} LoadGen runs in one process" if runs > 1 else "one LoadGen run"
+    if runs > 1:
+        return f"the spread of {runs} LoadGen runs, each in a process of its own"
     if between is None or between.sd_pct is None:
         why = f" ({between.source})" if between else ""
-        return f"{spread}{why}" if runs > 1 else f"one LoadGen run: no interval{why}"
-    return f"{spread}, widened by a between-process sd of {between.sd_pct:.2g}% ({between.source})"
+        return f"one LoadGen run: no interval{why}"
+    return f"one LoadGen run, widened by a between-process sd of {between.sd_pct:.2g}% ({between.source})"
 
 
 def quality_across_runs(runs: list[QualityResult]) -> QualityResult:

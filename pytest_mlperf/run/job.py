@@ -228,13 +228,7 @@ def main(argv: list[str]) -> int:
         print("usage: python -m pytest_mlperf.run.job JOB.json OUT.json", file=sys.stderr)
         return 2
     job = Job(**json.loads(Path(argv[0]).read_text(encoding="utf-8")))
-    sys.path[:0] = job.paths
-    for module in job.modules:
-        importlib.import_module(module)
-    if job.cpus and hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, job.cpus)
-    if job.threads:
-        torch.set_num_threads(job.threads)
+    enter(job.paths, job.modules, job.cpus, job.threads)
     if "SLURM_PROCID" in os.environ and "RANK" not in os.environ:  # a Slurm task, not started by torchrun
         from ..launch.slurm import rank_env
 
@@ -267,6 +261,18 @@ def main(argv: list[str]) -> int:
     Path(argv[1].replace("{rank}", str(rank))).write_text(json.dumps(result.to_dict()), encoding="utf-8")
     print(f"pytest-mlperf job: {job.benchmark} {job.precision} rank {rank} done: {result.problem or 'ok'}", flush=True)
     return 0
+
+
+def enter(paths: list[str], modules: list[str], cpus: list[int], threads: int) -> None:
+    """A job process's start: the workload's modules imported (from their folders), this process on the test's
+    cores with its thread count."""
+    sys.path[:0] = paths
+    for module in modules:
+        importlib.import_module(module)
+    if cpus and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, cpus)
+    if threads:
+        torch.set_num_threads(threads)
 
 
 def data_parallel(device: torch.device) -> Callable[[Any], None]:

@@ -98,6 +98,13 @@ class Scenario:
     def source(self, setting: str) -> str:
         return dict(self.sources).get(setting, "")
 
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Scenario:
+        return cls(**{**data, "sources": tuple(tuple(pair) for pair in data.get("sources", ()))})
+
     @property
     def settings_text(self) -> str:
         """The host settings that are set, e.g. "offline_expected_qps=780"."""

@@ -150,6 +150,18 @@ def _device(value: Inputs) -> torch.device:
     return value[0].device if isinstance(value, tuple) else value.device
 
 
+def answering(
+    workload: Workload, preset: str, options: Preset, device: torch.device, batch: int, samples: int, precision: str
+) -> tuple[Trained, Answerer]:
+    """The workload's model `trained` at `batch` with `samples` held-out samples, and LoadGen's predict serving it
+    in `precision` (`options`: the preset as the case runs it). Raises RuntimeError (the model did not reach its
+    target) or ValueError (the precision is not served on the device)."""
+    assert workload.serving is not None  # only a served workload has inference cases
+    model = trained(workload, preset, device, batch, samples)
+    served_model, context = served(model.model, precision, device)
+    return model, Answerer(served_model, model.inputs, workload.serving, options, context)
+
+
 def served_math(precision: str, device: torch.device) -> Precision:
     """The math whose peak a served precision is held to: int8's is float32's, as dynamic quantization leaves
     convolutions and activations in float32."""

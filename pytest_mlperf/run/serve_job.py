@@ -1,0 +1,68 @@
+"""One LoadGen performance run of an inference case in a process of its own (`python -m
+pytest_mlperf.run.serve_job JOB.json OUT.json`): the repeats of `--runs` and the reruns of an inconclusive verdict,
+so that their spread shows the noise between processes, which runs in the test's process share. The process trains
+the served model again (its weights do not change what is timed) and runs the scenario as the test settled it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config.schema import load_system
+from ..workloads import known
+from .job import enter
+from .loadgen import SampleLibrary, Scenario, run
+from .serving import answering
+
+
+@dataclass(frozen=True)
+class ServeJob:
+    """What the process runs: the system file's inference entry for the benchmark, served in `precision`."""
+
+    system_file: str
+    benchmark: str
+    precision: str
+    device: str  #: "cpu" or "cuda"
+    options: dict[str, Any]  #: the preset as the case runs it
+    scenario: dict[str, Any]  #: `Scenario.to_dict`, its host settings set
+    samples: int  #: the QSL's sample count
+    logs: str  #: LoadGen's log folder
+    threads: int = 0
+    cpus: list[int] = field(default_factory=list)
+    modules: list[str] = field(default_factory=list)  #: as `job.Job`'s
+    paths: list[str] = field(default_factory=list)
+
+
+def main(argv: list[str]) -> int:
+    """Run JOB.json, write OUT.json: {"seconds": wall time of the run} or {"problem": why there was none}. LoadGen's
+    own logs, in the job's folder, are the result."""
+    if len(argv) != 2:
+        print("usage: python -m pytest_mlperf.run.serve_job JOB.json OUT.json", file=sys.stderr)
+        return 2
+    job = ServeJob(**json.loads(Path(argv[0]).read_text(encoding="utf-8")))
+    enter(job.paths, job.modules, job.cpus, job.threads)
+    entry = load_system(Path(job.system_file)).spec.inference[job.benchmark]
+    device = torch.device("cuda" if job.device == "cuda" else "cpu")
+    print(f"pytest-mlperf serve job: {job.benchmark} {job.precision} {job.scenario['name']} on {device}", flush=True)
+    try:
+        workload = known()[job.benchmark]
+        _, predict = answering(
+            workload, entry.preset, job.options, device, entry.train_batch, job.samples, job.precision
+        )
+        done = run(predict, SampleLibrary(job.samples, job.samples), Scenario.from_dict(job.scenario), Path(job.logs))
+    except (RuntimeError, ValueError) as exc:
+        outcome: dict[str, Any] = {"problem": str(exc)}
+    else:
+        outcome = {"seconds": done.seconds}
+    Path(argv[1]).write_text(json.dumps(outcome), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
