@@ -487,8 +487,9 @@ class Serve:
         assert self.session.run_dir is not None  # set at configure
         out = self.session.run_dir / PROCESSES_DIR / self.case.id / f"run-{len(runs)}"
         samples = self.library.count
+        scenario = calibration.unsettle(self.scenario)  # calibrated in that process, as it runs there
         run = serve_in_fresh_process(
-            self.case, self.lease, self.cores, self.scenario, samples, out, self.logs / f"run-{len(runs)}"
+            self.case, self.lease, self.cores, scenario, samples, out, self.logs / f"run-{len(runs)}"
         )
         if isinstance(run, str):
             pytest.fail(f"{run} (run {len(runs) + 1})", pytrace=False)
@@ -506,10 +507,7 @@ class Serve:
         changed, or the SUT's per-query overhead limits Server). Calibrate again, heeding what the run measured, once
         per test, and run again with the new settings (their source says why)."""
         self._recalibrated = True
-        self._calibration = calibration.calibrate(predict, self.library, self.scenario).heeding(result)
-        checks = ", ".join(result.failed_checks)
-        note = f" again, after {wrong.setting}={wrong.value:g} made a run INVALID ({checks})"
-        self.scenario = self._calibration.settle(calibration.unsettle(self.scenario), note)
+        self._calibration, self.scenario = calibration.again(predict, self.library, self.scenario, result, wrong)
 
     @property
     def _searching(self) -> bool:

@@ -49,8 +49,9 @@ def train_in_fresh_process(
 def serve_in_fresh_process(
     case: Case, lease: Lease, piece: Slice, scenario: Scenario, samples: int, out: Path, logs: Path
 ) -> LoadgenRun | str:
-    """One LoadGen run of the inference case in a new process (`run.serve_job`), its job and output in `out`,
-    LoadGen's logs in `logs`; or why there was none, with the log's tail."""
+    """One LoadGen run of the inference case in a new process (`run.serve_job`; `scenario`'s unset host settings
+    calibrated there), its job and output in `out`, LoadGen's logs in `logs`; or why there was none, with the log's
+    tail."""
     modules, paths = origin(case)
     job = ServeJob(
         system_file=str(case.system.path.resolve()),
@@ -71,7 +72,7 @@ def serve_in_fresh_process(
         return written
     if "problem" in written:
         return f"{case.id}: {written['problem']}"
-    return LoadgenRun(scenario, logs, parse_logs(logs), float(written["seconds"]))
+    return LoadgenRun(Scenario.from_dict(written["scenario"]), logs, parse_logs(logs), float(written["seconds"]))
 
 
 def _run(case: Case, lease: Lease, module: str, job: Path, threads: int, out: Path) -> dict[str, Any] | str:

@@ -218,6 +218,16 @@ def calibrate(
     return Calibration(scenario.name, timing, {name: _round(value) for name, value in settings.items()})
 
 
+def again(
+    predict: Predict, library: SampleLibrary, scenario: Scenario, result: LoadgenResult, wrong: Misfit
+) -> tuple[Calibration, Scenario]:
+    """After the calibrated setting `wrong` made a run INVALID: a new calibration heeding what the run measured, and
+    the scenario settled with it (its source says why)."""
+    calibration = calibrate(predict, library, scenario).heeding(result)
+    note = f" again, after {wrong.setting}={wrong.value:g} made a run INVALID ({', '.join(result.failed_checks)})"
+    return calibration, calibration.settle(unsettle(scenario), note)
+
+
 @dataclass(frozen=True)
 class Misfit:
     """A host setting whose value made a run INVALID on this host."""

@@ -1,7 +1,7 @@
 """One LoadGen performance run of an inference case in a process of its own (`python -m
 pytest_mlperf.run.serve_job JOB.json OUT.json`): the repeats of `--runs` and the reruns of an inconclusive verdict,
 so that their spread shows the noise between processes, which runs in the test's process share. The process trains
-the served model again (its weights do not change what is timed) and runs the scenario as the test settled it.
+the served model again (its weights do not change what is timed) and calibrates what the test calibrated.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import torch
 
 from ..config.schema import load_system
 from ..workloads import known
+from .calibration import again, calibrate, misfit
 from .job import enter
 from .loadgen import SampleLibrary, Scenario, run
 from .serving import answering
@@ -40,8 +41,10 @@ class ServeJob:
 
 
 def main(argv: list[str]) -> int:
-    """Run JOB.json, write OUT.json: {"seconds": wall time of the run} or {"problem": why there was none}. LoadGen's
-    own logs, in the job's folder, are the result."""
+    """Run JOB.json, write OUT.json: {"seconds": wall time of the run, "scenario": as it ran} or {"problem": why
+    there was none}; LoadGen's own logs, in the job's folder, are the result. Host settings the scenario leaves
+    unset are calibrated here (and again once, as in the test's process, when one made the run INVALID), so that
+    a Server run's rate, which its target sets, is this process's too."""
     if len(argv) != 2:
         print("usage: python -m pytest_mlperf.run.serve_job JOB.json OUT.json", file=sys.stderr)
         return 2
@@ -55,11 +58,18 @@ def main(argv: list[str]) -> int:
         _, predict = answering(
             workload, entry.preset, job.options, device, entry.train_batch, job.samples, job.precision
         )
-        done = run(predict, SampleLibrary(job.samples, job.samples), Scenario.from_dict(job.scenario), Path(job.logs))
+        library, scenario = SampleLibrary(job.samples, job.samples), Scenario.from_dict(job.scenario)
+        if scenario.unset:
+            scenario = calibrate(predict, library, scenario).settle(scenario)
+        done = run(predict, library, scenario, Path(job.logs))
+        wrong = misfit(scenario, done.result, pinned=False)
+        if wrong is not None:
+            _, scenario = again(predict, library, scenario, done.result, wrong)
+            done = run(predict, library, scenario, Path(job.logs))
     except (RuntimeError, ValueError) as exc:
         outcome: dict[str, Any] = {"problem": str(exc)}
     else:
-        outcome = {"seconds": done.seconds}
+        outcome = {"seconds": done.seconds, "scenario": scenario.to_dict()}
     Path(argv[1]).write_text(json.dumps(outcome), encoding="utf-8")
     return 0
 
