@@ -454,8 +454,12 @@ def test_runs_after_the_first_serve_in_fresh_processes(pytester: pytest.Pytester
     assert record["runs"] == 3 and len(record["run_means"]) == 3 and record["count"] == 3
     assert record["interval"] == "the spread of 3 LoadGen runs, each in a process of its own"
     assert record["between_sd_pct"] is None  # not needed: no probe
+    # the expected rate was calibrated again in the last run's own process (a Server run's rate is its target)
+    assert record["loadgen_setting_source"].startswith("calibrated: predict of 8 samples")
     for k in (1, 2):
         summary = run / "loadgen" / record["id"] / f"run-{k}" / "mlperf_log_summary.txt"
         assert "Result is : VALID" in summary.read_text()
         log = (run / "processes" / record["id"] / f"run-{k}" / "process.log").read_text()
         assert "pytest-mlperf serve job: outlier fp32 offline on cpu" in log
+        job = json.loads((run / "processes" / record["id"] / f"run-{k}" / "job.json").read_text())
+        assert job["scenario"]["offline_expected_qps"] is None  # left to that process to calibrate
