@@ -289,9 +289,10 @@ def test_a_single_run_is_widened_by_the_cached_term_and_says_so(project: Project
     """Without a pinned term the session asks the cache (the probe's), in the ini key's folder; the record and the
     verdict say what the interval rests on."""
     cache = tmp_path / "cache"
-    path = cache / probe.FOLDER / f"{probe.host_key('cpu', torch.get_num_threads())}.json"
-    path.parent.mkdir(parents=True)
-    path.write_text(json.dumps({"sd_pct": 7.5, "processes": 5, "measured": "2026-12-01", "at": time.time()}))
+    (cache / probe.FOLDER).mkdir(parents=True)
+    for threads in range(1, len(os.sched_getaffinity(0)) + 1):  # the test's threads: its free cores (`slices.free`)
+        path = cache / probe.FOLDER / f"{probe.host_key('cpu', threads)}.json"
+        path.write_text(json.dumps({"sd_pct": 7.5, "processes": 5, "measured": "2026-12-01", "at": time.time()}))
     project.add_system(system(precisions={"fp32": {"batch_size": 4, "baseline": baseline(1e12)}}))
     result = project.run("--system=toy", "-o", "mlperf_between_sd=", "-o", f"mlperf_cache_dir={cache}")
     result.assert_outcomes(failed=1)
