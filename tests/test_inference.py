@@ -311,15 +311,8 @@ def test_suite_runs_loadgen_valid_and_accurate_and_fails_invalid(pytester: pytes
 
 
 def test_find_peak_qps_searches_server_on_the_valid_verdict(pytester: pytest.Pytester) -> None:
-    pytester.makeconftest(OUTLIER_CONFTEST)  # a toy model: the search's many Server runs take seconds
-    pytester.makepyfile(test_suite=(REPO / "suites" / "test_inference.py").read_text())
-    content = system("peak", benchmark="outlier")
     server = {"max_batch": 8, "min_duration_ms": 300, "min_query_count": 460}  # target and bound calibrated
-    content["inference"] = {
-        "outlier": {"preset": "cpu", "samples": 64, "precisions": ["fp32"], "scenarios": {"server": server}}
-    }
-    (pytester.path / "systems").mkdir()
-    write(pytester.path / "systems", content)
+    outlier_suite(pytester, "peak", 64, ["fp32"], {"server": server})  # a toy model: the search's runs take seconds
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--system=peak", "-m", "server", "--find-peak-qps")
     result.assert_outcomes(passed=1)
     (record,) = json.loads((pytester.path / "reports" / "latest" / "results.json").read_text())["records"]
@@ -375,6 +368,20 @@ if "outlier" not in known():
         quality=Quality("top-1 accuracy", target=0.95, max_steps=200, eval_every=10),
     ))
 """
+
+
+def outlier_suite(
+    pytester: pytest.Pytester, name: str, samples: int, precisions: list[str], scenarios: dict[str, Any]
+) -> None:
+    """The suite beside a conftest.py registering the toy `outlier` workload, and system `name` serving it."""
+    pytester.makeconftest(OUTLIER_CONFTEST)
+    pytester.makepyfile(test_suite=(REPO / "suites" / "test_inference.py").read_text())
+    content = system(name, benchmark="outlier")
+    content["inference"] = {
+        "outlier": {"preset": "cpu", "samples": samples, "precisions": precisions, "scenarios": scenarios}
+    }
+    (pytester.path / "systems").mkdir()
+    write(pytester.path / "systems", content)
 
 
 @pytest.mark.parametrize("target", [0.99, 0.999])
@@ -438,15 +445,8 @@ def test_runs_after_the_first_serve_in_fresh_processes(pytester: pytest.Pytester
     """--runs 3 of a LoadGen case: the first run in the test's process, each other in a process of its own (which
     imports the workload from the user's conftest.py); the figure's interval is the spread of the three, and says
     so. A rerun of an inconclusive verdict takes the same path (`Serve.check`)."""
-    pytester.makeconftest(OUTLIER_CONFTEST)
-    pytester.makepyfile(test_suite=(REPO / "suites" / "test_inference.py").read_text())
-    content = system("outlier", benchmark="outlier")
     offline = {"max_batch": 8, "min_duration_ms": 100, "min_query_count": 1}
-    content["inference"] = {
-        "outlier": {"preset": "cpu", "samples": 16, "precisions": ["fp32"], "scenarios": {"offline": offline}}
-    }
-    (pytester.path / "systems").mkdir()
-    write(pytester.path / "systems", content)
+    outlier_suite(pytester, "outlier", 16, ["fp32"], {"offline": offline})
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--system=outlier", "-m", "offline", "--runs=3")
     result.assert_outcomes(passed=1)
     run = (pytester.path / "reports" / "latest").resolve()
