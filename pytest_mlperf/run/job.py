@@ -188,22 +188,40 @@ def environment(device: torch.device) -> dict[str, str]:
     }
 
 
-@dataclass(frozen=True)
-class Job:
-    """A training case as a container receives it: the system file (mounted inside) names everything else."""
+@dataclass(frozen=True, kw_only=True)
+class CaseProcess:
+    """What a process of our own is told first, whatever it runs: the case (the system file names everything else)
+    and where it runs."""
 
     system_file: str
     benchmark: str
     precision: str
     device: str  #: "cpu" or "cuda"
-    data: str | None = None
-    compiled: bool = False
     threads: int = 0  #: torch threads (the CPU slice), 0: torch's default
     cpus: list[int] = field(default_factory=list)  #: the cores to run on (the CPU slice's affinity), []: as started
     #: modules to import first, and the folders they are in: where a workload registered outside this package (in
     #: a user's conftest.py) comes from, so that a process of our own knows it too
     modules: list[str] = field(default_factory=list)
     paths: list[str] = field(default_factory=list)
+
+    def enter(self) -> None:
+        """The process's start: the workload's modules imported (from their folders), this process on the test's
+        cores with its thread count."""
+        sys.path[:0] = self.paths
+        for module in self.modules:
+            importlib.import_module(module)
+        if self.cpus and hasattr(os, "sched_setaffinity"):
+            os.sched_setaffinity(0, self.cpus)
+        if self.threads:
+            torch.set_num_threads(self.threads)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Job(CaseProcess):
+    """A training case as a container or a rank receives it."""
+
+    data: str | None = None
+    compiled: bool = False
     launcher: str = ""  #: the case's, for its id
     knobs: list[str] = field(default_factory=list)  #: launch environment variables whose values the result records
     devices: int = 0  #: 1 for the one-device run of a case on several (its scaling reference); 0: the system's
@@ -228,7 +246,7 @@ def main(argv: list[str]) -> int:
         print("usage: python -m pytest_mlperf.run.job JOB.json OUT.json", file=sys.stderr)
         return 2
     job = Job(**json.loads(Path(argv[0]).read_text(encoding="utf-8")))
-    enter(job.paths, job.modules, job.cpus, job.threads)
+    job.enter()
     if "SLURM_PROCID" in os.environ and "RANK" not in os.environ:  # a Slurm task, not started by torchrun
         from ..launch.slurm import rank_env
 
@@ -261,18 +279,6 @@ def main(argv: list[str]) -> int:
     Path(argv[1].replace("{rank}", str(rank))).write_text(json.dumps(result.to_dict()), encoding="utf-8")
     print(f"pytest-mlperf job: {job.benchmark} {job.precision} rank {rank} done: {result.problem or 'ok'}", flush=True)
     return 0
-
-
-def enter(paths: list[str], modules: list[str], cpus: list[int], threads: int) -> None:
-    """A job process's start: the workload's modules imported (from their folders), this process on the test's
-    cores with its thread count."""
-    sys.path[:0] = paths
-    for module in modules:
-        importlib.import_module(module)
-    if cpus and hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, cpus)
-    if threads:
-        torch.set_num_threads(threads)
 
 
 def data_parallel(device: torch.device) -> Callable[[Any], None]:

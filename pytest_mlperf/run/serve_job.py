@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,27 +17,19 @@ import torch
 from ..config.schema import load_system
 from ..workloads import known
 from .calibration import again, calibrate, misfit
-from .job import enter
+from .job import CaseProcess
 from .loadgen import SampleLibrary, Scenario, run
 from .serving import answering
 
 
-@dataclass(frozen=True)
-class ServeJob:
+@dataclass(frozen=True, kw_only=True)
+class ServeJob(CaseProcess):
     """What the process runs: the system file's inference entry for the benchmark, served in `precision`."""
 
-    system_file: str
-    benchmark: str
-    precision: str
-    device: str  #: "cpu" or "cuda"
     options: dict[str, Any]  #: the preset as the case runs it
     scenario: dict[str, Any]  #: `Scenario.to_dict`, its host settings set
     samples: int  #: the QSL's sample count
     logs: str  #: LoadGen's log folder
-    threads: int = 0
-    cpus: list[int] = field(default_factory=list)
-    modules: list[str] = field(default_factory=list)  #: as `job.Job`'s
-    paths: list[str] = field(default_factory=list)
 
 
 def main(argv: list[str]) -> int:
@@ -49,7 +41,7 @@ def main(argv: list[str]) -> int:
         print("usage: python -m pytest_mlperf.run.serve_job JOB.json OUT.json", file=sys.stderr)
         return 2
     job = ServeJob(**json.loads(Path(argv[0]).read_text(encoding="utf-8")))
-    enter(job.paths, job.modules, job.cpus, job.threads)
+    job.enter()
     entry = load_system(Path(job.system_file)).spec.inference[job.benchmark]
     device = torch.device("cuda" if job.device == "cuda" else "cpu")
     print(f"pytest-mlperf serve job: {job.benchmark} {job.precision} {job.scenario['name']} on {device}", flush=True)
