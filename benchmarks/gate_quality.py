@@ -3,14 +3,15 @@ catches, measured the way a CI gate uses it: separate pytest sessions, then `pyt
 
 Each round runs three sessions of the same selection: A and B of identical code, and C with every training step
 slowed by `--slowdown` (benchmarks/slowdown.py, a test plugin, so C's throughput drops by exactly that share on any
-host). Their order rotates round by round (A B C, B C A, C A B), interleaving the builds on the host as a gate on
-a new container or driver can interleave its runs, so drift of the machine's speed falls on each in turn. Then
-`compare A B` and `compare A C`: each case of the selection is one trial, "slower" in A-B a false alarm and in A-C a
+host). Their order rotates (A B C, B C A, C A B), interleaving the builds on the host as a gate on a new container or
+driver can interleave its runs, so drift of the machine's speed falls on each in turn; with `--pairs K` a round runs
+K such triples one after another. Then `compare A B` and `compare A C` (with K pairs: `compare A1 B1 ... AK BK`,
+judged on the pairs' ratios): each case of the selection is one trial, "slower" in A-B a false alarm and in A-C a
 catch ("inconclusive" and "ok" there are misses). Each rate comes with its Clopper-Pearson 95% interval: a few dozen
 trials cannot tell 5% from 15%, and the verdict says so.
 
-    .venv/bin/python benchmarks/gate_quality.py [--rounds 10] [--runs 1] [--tolerance 0.05] [--slowdown 0.1]
-        [-m "training and resnet50 and fp32"] [--system cpu] [--out DIR]
+    .venv/bin/python benchmarks/gate_quality.py [--rounds 10] [--pairs 1] [--runs 1] [--tolerance 0.05]
+        [--slowdown 0.1] [-m "training and resnet50 and fp32"] [--system cpu] [--out DIR]
 
 PASS: false alarms at most `--max-false-alarms` (0.05) and catches at least `--min-catches` (0.9), each rate's
 whole interval on the right side; FAIL when either's whole interval is on the wrong side; else INCONCLUSIVE.
@@ -66,12 +67,12 @@ def session(out: Path, args: argparse.Namespace, slow: bool) -> int:
     return result.returncode
 
 
-def compared(a: Path, b: Path, tolerance: float) -> list[str]:
-    """Each case's verdict in `pytest-mlperf compare A B`."""
-    argv = [sys.executable, "-m", "pytest_mlperf.results.cli", "compare", str(a), str(b), f"--tolerance={tolerance}"]
+def compared(runs: list[Path], tolerance: float) -> list[str]:
+    """Each case's verdict in `pytest-mlperf compare A1 B1 A2 B2 ...`."""
+    argv = [sys.executable, "-m", "pytest_mlperf.results.cli", "compare", *map(str, runs), f"--tolerance={tolerance}"]
     result = subprocess.run(argv, capture_output=True, text=True, check=False)
     if result.returncode == 2:
-        raise SystemExit(f"compare {a} {b}: {result.stderr}")
+        raise SystemExit(f"compare {' '.join(map(str, runs))}: {result.stderr}")
     rows = [line for line in result.stdout.splitlines() if line.startswith("| ")][1:]  # after the header
     for row in rows:
         print(f"    {row}", flush=True)
@@ -81,6 +82,7 @@ def compared(a: Path, b: Path, tolerance: float) -> list[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--pairs", type=int, default=1, help="interleaved session triples per round (default 1)")
     parser.add_argument("--runs", type=int, default=1, help="--runs of each session (default 1)")
     parser.add_argument("--tolerance", type=float, default=0.05, help="compare's --tolerance (default 0.05)")
     parser.add_argument("--slowdown", type=float, default=0.10, help="C's throughput loss (default 0.10)")
@@ -92,18 +94,23 @@ def main() -> int:
     parser.add_argument("--out", type=Path, help="where the sessions' reports go (default: a temporary folder)")
     args = parser.parse_args()
     root = args.out or Path(tempfile.mkdtemp(prefix="gate-quality-"))
-    print(f"{args.rounds} rounds of {args.m!r} on {args.system}, --runs {args.runs}, --tolerance {args.tolerance}, "
-          f"slow-down {args.slowdown:.0%}; reports in {root}", flush=True)  # fmt: skip
+    print(f"{args.rounds} rounds of {args.m!r} on {args.system}, {args.pairs} interleaved session triple(s) a round, "
+          f"--runs {args.runs}, --tolerance {args.tolerance}, slow-down {args.slowdown:.0%}; reports in {root}",
+          flush=True)  # fmt: skip
     same: list[str] = []
     slow: list[str] = []
+    triples = 0
     for n in range(args.rounds):
-        folders = {name: root / f"round{n:02d}" / name for name in "ABC"}
-        order = "ABC"[n % 3 :] + "ABC"[: n % 3]
-        for name in order:
-            session(folders[name], args, slow=name == "C")
-        print(f"round {n + 1} ({' '.join(order)}): A vs B (identical code), then A vs C (slowed)", flush=True)
-        same += compared(folders["A"] / "latest", folders["B"] / "latest", args.tolerance)
-        slow += compared(folders["A"] / "latest", folders["C"] / "latest", args.tolerance)
+        folders = {name: [root / f"round{n:02d}" / f"{name}{k}" for k in range(1, args.pairs + 1)] for name in "ABC"}
+        for k in range(args.pairs):
+            order = "ABC"[triples % 3 :] + "ABC"[: triples % 3]
+            triples += 1
+            for name in order:
+                session(folders[name][k], args, slow=name == "C")
+        print(f"round {n + 1}: A vs B (identical code), then A vs C (slowed)", flush=True)
+        for other, verdicts in (("B", same), ("C", slow)):
+            runs = [folder / "latest" for pair in zip(folders["A"], folders[other], strict=True) for folder in pair]
+            verdicts += compared(runs, args.tolerance)
     false_alarms, caught = Rate(same.count("slower"), len(same)), Rate(slow.count("slower"), len(slow))
     print(f"\nfalse alarms on identical code: {false_alarms}; {same.count('inconclusive')} inconclusive")
     print(f"{args.slowdown:.0%} slow-downs caught: {caught}; {slow.count('inconclusive')} inconclusive, the rest ok")

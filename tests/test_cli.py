@@ -94,7 +94,31 @@ def test_compare_says_what_changed_and_warns_when_the_hosts_differ(tmp_path: Pat
     assert "host: box1 -> box2" in out and "driver: 535.54 -> 550.90" in out and "cuda:" not in out
     assert "container images: nvidia/pytorch:22.10-py3 (sha256:aaa) -> nvidia/pytorch:22.10-py3 (sha256:bbb)" in out
     assert "system file a100: sha256:111 -> sha256:222" in out
-    assert "warning: A ran on 'box1', B on 'box2'" in out
+    assert "warning: the runs ran on box1, box2: different hosts differ in speed" in out
+
+
+def test_interleaved_pairs_are_judged_on_their_ratios(tmp_path: Path, capsys) -> None:
+    """The host's speed drifts from pair to pair by far more than 10% and each run's interval is +-15%, so no pair
+    alone can tell; the three pairs' ratios agree on 0.9, which is 10% slower, clearly beyond a 5% tolerance."""
+    runs = []
+    for n, speed in enumerate([100.0, 130.0, 80.0], 1):
+        for name, mean in ((f"a{n}", speed), (f"b{n}", 0.9 * speed * (1 + 0.004 * n))):
+            runs.append(saved(tmp_path, name, record("bert", mean=mean, ci_low=0.85 * mean, ci_high=1.15 * mean)))
+    assert main(["compare", str(runs[0]), str(runs[1])]) == 3  # one pair: inconclusive
+    capsys.readouterr()
+    assert main(["compare", *map(str, runs), "--tolerance", "0.05"]) == 1
+    out = capsys.readouterr().out
+    assert "A1: " in out and "B3: " in out and "| slower" in out and "| 0.907 |" in out
+
+
+def test_a_case_missing_from_any_pair_is_a_regression(tmp_path: Path, capsys) -> None:
+    both = [record("bert", mean=100.0), record("ssd", mean=100.0)]
+    a1, b1, a2 = (saved(tmp_path, name, *both) for name in ("a1", "b1", "a2"))
+    b2 = saved(tmp_path, "b2", record("bert", mean=100.0))
+    assert main(["compare", str(a1), str(b1), str(a2), str(b2)]) == 1
+    assert "regressions: ssd-amp-a100 (only in A)" in capsys.readouterr().out
+    assert main(["compare", str(a1), str(b1), str(a2)]) == 2
+    assert "runs come in pairs, the earlier then the later (A B or A1 B1 A2 B2 ...); got 3" in capsys.readouterr().err
 
 
 def test_compare_reads_a_results_json_and_refuses_bad_input(tmp_path: Path, capsys) -> None:

@@ -1,6 +1,7 @@
 """`pytest-mlperf`: what can be said from saved results without running anything again.
 
-pytest-mlperf compare A B [--tolerance F]     B against A per case; exit 1 on a regression, 3 when inconclusive
+pytest-mlperf compare A B [A2 B2 ...] [--tolerance F]
+                                              B against A per case; exit 1 on a regression, 3 when inconclusive
 pytest-mlperf report RUN... [--out DIR] [--reference SYSTEM]
                                               tables, plots and the acceptance report, again
 """
@@ -38,8 +39,14 @@ def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="pytest-mlperf", description=__doc__.split("\n\n")[0])
     commands = top.add_subparsers(required=True, metavar="COMMAND")
     cmp = commands.add_parser("compare", help="compare run B with run A, case by case")
-    cmp.add_argument("a", type=Path, metavar="A", help="the earlier run: its folder or results.json")
-    cmp.add_argument("b", type=Path, metavar="B", help="the later run: its folder or results.json")
+    cmp.add_argument(
+        "runs",
+        type=Path,
+        nargs="+",
+        metavar="A B",
+        help="the earlier run and the later, each its folder or results.json; more pairs (A1 B1 A2 B2 ...) for the "
+        "two builds' runs interleaved on the host, judged on the pairs' ratios",
+    )
     cmp.add_argument("--tolerance", type=float, default=0.05, help="allowed slowdown (default 0.05)")
     cmp.add_argument(
         "--inconclusive",
@@ -74,13 +81,20 @@ def run_compare(args: argparse.Namespace) -> int:
     inconclusive (unless --inconclusive=warn), else 0."""
     if not 0 <= args.tolerance < 1:
         raise CliError(f"--tolerance must be a fraction in [0, 1), e.g. 0.05; got {args.tolerance}")
-    (run_a, a), (run_b, b) = load(args.a), load(args.b)
-    rows = compare.compare(a, b, args.tolerance)
-    print(f"A: {args.a} (run {run_a.get('run_id', '?')})\nB: {args.b} (run {run_b.get('run_id', '?')})")
+    if len(args.runs) % 2:
+        raise CliError(f"runs come in pairs, the earlier then the later (A B or A1 B1 A2 B2 ...); got {len(args.runs)}")
+    loaded = [load(path) for path in args.runs]
+    pairs = list(zip(loaded[::2], loaded[1::2], strict=True))
+    rows = compare.compare_pairs([(a, b) for (_, a), (_, b) in pairs], args.tolerance)
+    for n, path in enumerate(args.runs):
+        name = f"{'AB'[n % 2]}{n // 2 + 1 if len(pairs) > 1 else ''}"
+        print(f"{name}: {path} (run {loaded[n][0].get('run_id', '?')})")
+    (run_a, a), (run_b, b) = pairs[0]
     changes = compare.environment_changes(run_a, a, run_b, b)
     print("what changed between A and B:" + "".join(f"\n  {line}" for line in changes) if changes else "no change")
-    if run_a.get("host") != run_b.get("host"):
-        print(f"warning: A ran on {run_a.get('host')!r}, B on {run_b.get('host')!r}: different hosts differ in speed")
+    hosts = {str(run.get("host")) for run, _ in loaded}
+    if len(hosts) > 1:
+        print(f"warning: the runs ran on {', '.join(sorted(hosts))}: different hosts differ in speed")
     print()
     print(
         f"\ntolerance {args.tolerance:.0%}: a verdict is clear only when the whole 95% interval of B/A is on one side"

@@ -4,10 +4,14 @@ with the regression gate's verdict on the ratio's interval, and what changed bet
 
 A gate is only sound when nothing slips through: a case of A that is missing from B, skipped in B, or failed in B
 (whatever figure it measured before failing) counts as a regression, as a clearly slower figure does.
+
+A host's speed drifts by more than a gate must see (README, "Gate quality"): runs of the two builds interleaved on
+the host (A1 B1 A2 B2 ...) are judged on their pairs' ratios, each pair's runs close in time, so the drift cancels.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from statistics import fmean
@@ -16,7 +20,8 @@ from typing import Any
 import pandas as pd
 
 from .record import Key, Record, figure
-from .verdict import INCONCLUSIVE, OK, SLOWER, Figure, against_earlier
+from .stats import summarize
+from .verdict import INCONCLUSIVE, OK, SLOWER, Figure, against_earlier, on_ratio
 
 FAILED, SKIPPED, ONLY_A, ONLY_B, NEW = "failed in B", "skipped in B", "only in A", "only in B", "no figure in A"
 STATUSES = (OK, SLOWER, INCONCLUSIVE, FAILED, SKIPPED, ONLY_A, ONLY_B, NEW)
@@ -44,6 +49,8 @@ class Row:
     b: Figure | None
     ratio: float | None  #: b / a
     status: str  #: one of STATUSES
+    key: Key | None = None  #: the fields the case was matched on
+    lower_is_better: bool = False
 
     @property
     def regressed(self) -> bool:
@@ -75,11 +82,50 @@ def compare(a: Sequence[Record], b: Sequence[Record], tolerance: float, label: s
         elif before is None:
             status = NEW
         else:
-            verdict = against_earlier(after, r.unit, before, tolerance, label, bool(r.lower_is_better))
-            rows.append(Row(r.id, r.unit, before, after, verdict.ratio, verdict.status))
+            lower = bool(r.lower_is_better)
+            verdict = against_earlier(after, r.unit, before, tolerance, label, lower)
+            rows.append(Row(r.id, r.unit, before, after, verdict.ratio, verdict.status, key, lower))
             continue
-        rows.append(Row(r.id, r.unit, before, after, None, status))
+        rows.append(Row(r.id, r.unit, before, after, None, status, key))
     return rows
+
+
+JUDGED = (OK, SLOWER, INCONCLUSIVE)  #: the statuses of a case with a figure on both sides
+
+
+def compare_pairs(pairs: Sequence[tuple[Sequence[Record], Sequence[Record]]], tolerance: float) -> list[Row]:
+    """Runs of the earlier build (A) and the later (B) interleaved on the host, A1 B1 A2 B2 ...: each pair compared as
+    `compare` does; a case judged in every pair gets the verdict of its pairs' ratios B_i / A_i (their geometric mean,
+    with the Student-t interval of their logarithms), else its first pair's row that was not judged: a regression in
+    any pair is one of the whole, and a case of an earlier run missing from a pair counts as only in A."""
+    per_pair = [compare(a, b, tolerance, f"A{n}") for n, (a, b) in enumerate(pairs, 1)]
+    if len(per_pair) == 1:
+        return per_pair[0]
+    in_a = {r.key for a, _ in pairs for r in a}
+    seen: dict[Key | None, list[Row]] = {}
+    for rows in per_pair:
+        for row in rows:
+            seen.setdefault(row.key, []).append(row)
+    judged = []
+    for key, rows in seen.items():
+        if len(rows) < len(per_pair) and key in in_a:
+            first = rows[0]
+            judged.append(Row(first.test, first.unit, first.a, None, None, ONLY_A, key))
+        elif unjudged := [r for r in rows if r.status not in JUDGED]:
+            judged.append(next((r for r in unjudged if r.regressed), unjudged[0]))
+        else:
+            judged.append(_paired(rows, tolerance))
+    return judged
+
+
+def _paired(rows: Sequence[Row], tolerance: float) -> Row:
+    """One case's verdict on the ratios of its pairs (each row one pair's, with figures on both sides)."""
+    logs = summarize([math.log(r.ratio) for r in rows if r.ratio])
+    ratio = Figure(math.exp(logs.mean), math.exp(logs.ci_low), math.exp(logs.ci_high))
+    first = rows[0]
+    verdict = on_ratio(ratio, tolerance, f"{len(rows)} interleaved pairs", first.lower_is_better)
+    a, b = (Figure.of(summarize([f.value for f in side if f])) for side in ([r.a for r in rows], [r.b for r in rows]))
+    return Row(first.test, first.unit, a, b, verdict.ratio, verdict.status, first.key, first.lower_is_better)
 
 
 def frame(rows: Sequence[Row]) -> pd.DataFrame:

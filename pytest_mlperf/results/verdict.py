@@ -175,16 +175,17 @@ def against_earlier(
     is whole on the good side; otherwise inconclusive."""
     if earlier is None:
         return Verdict(NO_EARLIER, None, f"no matching result in {source}")
-    ratio = ratio_interval(measured, earlier)
+    what = f"measured {measured.describe(unit)} vs {earlier.describe(unit)} in {source}"
+    return on_ratio(ratio_interval(measured, earlier), tolerance, what, lower_is_better)
+
+
+def on_ratio(ratio: Figure, tolerance: float, what: str, lower_is_better: bool = False) -> Verdict:
+    """The gate's verdict on a ratio later / earlier with its 95% interval: slower when the whole interval is beyond
+    1 -/+ tolerance, ok when it is whole on the good side, else inconclusive."""
     clear = side(ratio, Figure.exact(1.0), tolerance, lower_is_better)
     status = OK if clear else SLOWER if clear is False else INCONCLUSIVE
     relation = {OK: "within", SLOWER: "slower than allowed by"}.get(status, "inconclusive against")
-    return Verdict(
-        status,
-        ratio.value,
-        f"measured {measured.describe(unit)} vs {earlier.describe(unit)} in {source}: ratio "
-        f"{ratio.describe('')}, {relation} --tolerance {tolerance:.0%}",
-    )
+    return Verdict(status, ratio.value, f"{what}: ratio {ratio.describe('')}, {relation} --tolerance {tolerance:.0%}")
 
 
 @dataclass(frozen=True)
