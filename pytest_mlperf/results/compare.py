@@ -49,7 +49,7 @@ class Row:
     b: Figure | None
     ratio: float | None  #: b / a
     status: str  #: one of STATUSES
-    key: Key | None = None  #: the fields the case was matched on
+    key: Key  #: the fields the case was matched on
     lower_is_better: bool = False
 
     @property
@@ -102,7 +102,7 @@ def compare_pairs(pairs: Sequence[tuple[Sequence[Record], Sequence[Record]]], to
     if len(per_pair) == 1:
         return per_pair[0]
     in_a = {r.key for a, _ in pairs for r in a}
-    seen: dict[Key | None, list[Row]] = {}
+    seen: dict[Key, list[Row]] = {}
     for rows in per_pair:
         for row in rows:
             seen.setdefault(row.key, []).append(row)
@@ -120,11 +120,14 @@ def compare_pairs(pairs: Sequence[tuple[Sequence[Record], Sequence[Record]]], to
 
 def _paired(rows: Sequence[Row], tolerance: float) -> Row:
     """One case's verdict on the ratios of its pairs (each row one pair's, with figures on both sides)."""
-    logs = summarize([math.log(r.ratio) for r in rows if r.ratio])
+    logs = summarize([math.log(r.ratio) for r in rows if r.ratio is not None])
     ratio = Figure(math.exp(logs.mean), math.exp(logs.ci_low), math.exp(logs.ci_high))
     first = rows[0]
     verdict = on_ratio(ratio, tolerance, f"{len(rows)} interleaved pairs", first.lower_is_better)
-    a, b = (Figure.of(summarize([f.value for f in side if f])) for side in ([r.a for r in rows], [r.b for r in rows]))
+    a, b = (
+        Figure.of(summarize([f.value for f in side if f is not None]))
+        for side in ([r.a for r in rows], [r.b for r in rows])
+    )
     return Row(first.test, first.unit, a, b, verdict.ratio, verdict.status, first.key, first.lower_is_better)
 
 
