@@ -19,10 +19,12 @@ $(VENV)/.installed: pyproject.toml
 bench: $(VENV)/.installed
 	$(BIN)/pytest suites --system=cpu --rerun-inconclusive=4
 
+# --timeout (pytest-timeout): a test that hangs (an engine that never answers) fails after 10 minutes, 12 times the
+# slowest test's time here, instead of holding CI to its own limit.
 test: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest tests -m "not walk"
+	$(BIN)/pytest tests -m "not walk" --timeout=600
 
 # The walk of tests/test_quality_reach.py: every shipped real-preset case reaches its quality target (about an hour
 # on 2 cores: outside `make test` and CI, run before changing a workload or a shipped batch).

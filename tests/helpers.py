@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -152,9 +153,9 @@ class Project:
         return json.loads((self.latest / "results.json").read_text())["records"]
 
 
-def assert_reaches(trainer: Any, quality: Any, module: Any = None, steps: int = 0) -> None:
+def assert_reaches(trainer: Any, quality: Any, module: Any = None, steps: int = 0) -> Any:
     """The workload's target is out of reach untrained and reached by training (after `steps` already taken);
-    `evaluate()` leaves `module` (default: the trainer's `model`) in train mode."""
+    `evaluate()` leaves `module` (default: the trainer's `model`) in train mode. Returns converge's result."""
     from pytest_mlperf.run.quality import converge
 
     start = trainer.evaluate()
@@ -162,17 +163,36 @@ def assert_reaches(trainer: Any, quality: Any, module: Any = None, steps: int = 
     assert (module or trainer.model).training, "evaluate() must restore train mode"
     result = converge(trainer, quality, steps)
     assert result.reached, result
+    return result
 
 
-def assert_learns(trainer: Any, quality: Any, module: Any = None) -> None:
-    """`assert_reaches`, with finite losses that fall."""
+def assert_learns(trainer: Any, quality: Any, module: Any = None) -> Any:
+    """`assert_reaches`, with finite losses that fall; converge's result (the metric as it reached the target: a
+    noisy metric such as a small held-out mAP may dip below it again in the five steps after)."""
     import math
 
     first = [float(trainer.step()) for _ in range(5)]
-    assert_reaches(trainer, quality, module, len(first))
+    result = assert_reaches(trainer, quality, module, len(first))
     last = [float(trainer.step()) for _ in range(5)]
     assert all(math.isfinite(v) for v in first + last)
     assert sum(last) < sum(first)
+    return result
+
+
+def learned_fixtures(build: Callable[[], Any], quality: Any) -> tuple[Any, Any]:
+    """A module's fixtures `learned` (a trainer taken to `quality`'s target by assert_learns, with converge's result)
+    and `trained` (that trainer), for modules whose serving tests share one trained model."""
+
+    @pytest.fixture(scope="module")
+    def learned() -> tuple[Any, Any]:
+        trainer = build()
+        return trainer, assert_learns(trainer, quality)
+
+    @pytest.fixture
+    def trained(learned: tuple[Any, Any]) -> Any:
+        return learned[0]
+
+    return learned, trained
 
 
 def served_held_out(trainer: Any, workload: Any, preset: Any) -> tuple[Any, Any, float]:

@@ -68,7 +68,9 @@ def test_baseline_miss_fails_with_the_figures(project) -> None:
 
 
 def test_nan_loss_fails_naming_the_step(project) -> None:
-    project.add_system(system(preset="nan", warmup=2, repeat=3, number=2))
+    # blocks of exactly `number` steps (min_block_s 0): how many steps a block takes must not depend on the host's
+    # speed, or the NaN step falls in warm-up on one host and in a measured block on another
+    project.add_system(system(preset="nan", warmup=2, repeat=3, number=2, min_block_s=0))
     result = project.run("--system=toy")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*toy-fp32-toy: loss became nan at step 6 (measured step 4); training diverged*"])

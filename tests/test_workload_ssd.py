@@ -9,9 +9,10 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import assert_learns, assert_losses_fall, served_held_out
+from helpers import assert_losses_fall, learned_fixtures, served_held_out
 
 from pytest_mlperf.run.precision import resolve
+from pytest_mlperf.run.quality import QualityResult
 from pytest_mlperf.run.training import Supervised
 from pytest_mlperf.workloads import detection, ssd
 from pytest_mlperf.workloads.registry import Setup, get
@@ -41,16 +42,12 @@ def test_items_per_step_counts_images() -> None:
     assert build(batch=4).items_per_step == 4
 
 
-@pytest.fixture(scope="module")
-def trained() -> Supervised:
-    """The cpu preset trained in fp32 to its target (asserting it learns), shared by the serving test."""
-    trainer = build()
-    assert_learns(trainer, WORKLOAD.quality)
-    return trainer
+learned, trained = learned_fixtures(build, WORKLOAD.quality)
 
 
-def test_learns_in_fp32(trained: Supervised) -> None:
-    assert WORKLOAD.quality.reached(trained.evaluate())
+def test_learns_in_fp32(learned: tuple[Supervised, QualityResult]) -> None:
+    result = learned[1]  # as it reached the target: a mAP on few held-out images dips below it again and back
+    assert result.reached and result.steps <= WORKLOAD.quality.max_steps and WORKLOAD.quality.reached(result.value)
 
 
 def test_serving_scores_the_trained_model_as_its_metric(trained: Supervised) -> None:

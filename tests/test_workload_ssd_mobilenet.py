@@ -8,9 +8,10 @@ import math
 
 import pytest
 import torch
-from helpers import assert_learns, assert_losses_fall, served_held_out
+from helpers import assert_losses_fall, learned_fixtures, served_held_out
 
 from pytest_mlperf.run.precision import resolve
+from pytest_mlperf.run.quality import QualityResult
 from pytest_mlperf.run.training import Supervised
 from pytest_mlperf.workloads import detection, ssd, ssd_mobilenet
 from pytest_mlperf.workloads.registry import Setup, get
@@ -113,16 +114,12 @@ def test_sigmoid_scores_detect_two_classes_on_one_box() -> None:
     assert ssd.detect(torch.zeros(1, 4, 2), logits, defaults, min_score=0.5)[0][1].numel() == 0
 
 
-@pytest.fixture(scope="module")
-def trained() -> Supervised:
-    """The cpu preset trained in fp32 to its target (asserting it learns), shared by the serving test."""
-    trainer = build()
-    assert_learns(trainer, WORKLOAD.quality)
-    return trainer
+learned, trained = learned_fixtures(build, WORKLOAD.quality)
 
 
-def test_learns_in_fp32(trained: Supervised) -> None:
-    assert WORKLOAD.quality.reached(trained.evaluate())
+def test_learns_in_fp32(learned: tuple[Supervised, QualityResult]) -> None:
+    result = learned[1]  # as it reached the target: a mAP on few held-out images dips below it again and back
+    assert result.reached and result.steps <= WORKLOAD.quality.max_steps and WORKLOAD.quality.reached(result.value)
 
 
 def test_serving_scores_the_trained_model_as_its_metric(trained: Supervised) -> None:
@@ -139,3 +136,16 @@ def test_bf16_losses_finite_and_falling() -> None:
     trainer = build("bf16", batch=4)
     assert_losses_fall(trainer, 8, 3)
     assert 0.0 <= trainer.evaluate() <= 1.0
+
+
+def test_an_extra_layer_on_a_1x1_map_runs_at_stride_1_with_the_same_output() -> None:
+    """The cpu preset's last maps are 1x1 (stride 1 there: oneDNN's bf16 stride-2 weight gradient of a 1x1 map is
+    NaN at random on AVX512-BF16 CPUs); the real preset's are not, and keep stride 2 everywhere."""
+    strides = {
+        name: [block[1][0].stride[0] for block in ssd_mobilenet.SSDMobileNet(preset).extras]
+        for name, preset in (("real", REAL), ("cpu", CPU_PRESET))
+    }
+    assert strides == {"real": [2, 2, 2, 2], "cpu": [2, 2, 1, 1]}
+    conv = torch.nn.Conv2d(8, 16, 3, 2, 1, bias=False)
+    x = torch.randn(4, 8, 1, 1)
+    torch.testing.assert_close(conv(x), torch.nn.functional.conv2d(x, conv.weight, stride=1, padding=1))

@@ -129,9 +129,11 @@ class SSDMobileNet(nn.Module):
         self.backbone = MobileNetV1(p)
         channels = list(self.backbone.out_channels)
         extras = []
-        for out in EXTRA_DEPTHS:
+        for out, side in zip(EXTRA_DEPTHS, feature_sizes(p["image_size"])[len(TAPS) - 1 : -1], strict=True):
             mid = depth(out // 2, p)
-            extras.append(nn.Sequential(conv_bn(channels[-1], mid, 1), conv_bn(mid, depth(out, p), 3, 2)))
+            extras.append(
+                nn.Sequential(conv_bn(channels[-1], mid, 1), conv_bn(mid, depth(out, p), 3, extra_stride(side)))
+            )
             channels.append(depth(out, p))
         self.extras = nn.ModuleList(extras)
         pairs = list(zip([len(shapes) for shapes in anchor_shapes(p)], channels, strict=True))
@@ -151,6 +153,14 @@ class SSDMobileNet(nn.Module):
         locs = [loc(m).reshape(n, 4, -1) for m, loc in zip(maps, self.loc, strict=True)]
         confs = [conf(m).reshape(n, self.num_classes, -1) for m, conf in zip(maps, self.conf, strict=True)]
         return torch.cat(locs, 2), torch.cat(confs, 2)
+
+
+def extra_stride(side: int) -> int:
+    """An extra layer's stride on a map of `side` cells: 2, but 1 on a 1x1 map (the cpu preset's last maps), which
+    gives the same output (one cell, the kernel's centre on it) without oneDNN's bf16 weight-gradient kernel for a
+    stride-2 convolution of a 1x1 map: on AVX512-BF16 CPUs it returns NaN at random (2 to 20 calls in 100, measured
+    with torch 2.13; stride 1 none in 100)."""
+    return 2 if side > 1 else 1
 
 
 def feature_sizes(image_size: int) -> list[int]:
