@@ -5,6 +5,9 @@ host's noise and a build several times slower than it should be fails. Writes fi
 runs' fractions and the floors that systems/<system>.yaml states (tests/test_floors.py checks they agree).
 
     .venv/bin/python benchmarks/cpu_floors.py [--system cpu] full=reports/A one-core=reports/B hog=reports/C
+
+With --add, the runs already recorded in fixtures/floors/<system>.json are kept and the named ones added (a run on
+another VM of the kind: VMs differ in more than speed, e.g. AMX makes the bf16 peak several times higher).
 """
 
 from __future__ import annotations
@@ -24,6 +27,16 @@ def fractions(run: Path) -> dict[str, float]:
     """Each performance case's peak fraction in one run (inference accuracy passes have no rate: skipped)."""
     records = json.loads((run / "results.json").read_text(encoding="utf-8"))["records"]
     return {r["id"]: r["peak_fraction"] for r in records if r.get("peak_fraction") and r["mode"] != "accuracy"}
+
+
+def recorded(path: Path) -> dict[str, dict[str, float]]:
+    """The runs' fractions in a fixture this script wrote, by run then case (the floors left out)."""
+    runs: dict[str, dict[str, float]] = {}
+    for case, row in json.loads(path.read_text(encoding="utf-8"))["cases"].items():
+        for name, value in row.items():
+            if name != "floor":
+                runs.setdefault(name, {})[case] = value
+    return runs
 
 
 def rounded_down(value: float) -> float:
@@ -46,10 +59,12 @@ def floors(runs: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--system", default="cpu", help="the system the runs ran (default cpu)")
+    parser.add_argument("--add", action="store_true", help="keep the runs already recorded, add these")
     parser.add_argument("runs", nargs="+", help="NAME=RUN_FOLDER, a folder holding results.json")
     args = parser.parse_args()
-    runs = {name: fractions(Path(folder)) for name, folder in (run.split("=", 1) for run in args.runs)}
     out = FOLDER / f"{args.system}.json"
+    runs = recorded(out) if args.add else {}
+    runs |= {name: fractions(Path(folder)) for name, folder in (run.split("=", 1) for run in args.runs)}
     out.parent.mkdir(parents=True, exist_ok=True)
     document = {
         "about": f"Peak fractions of `pytest suites --system={args.system}` on the 2-core CI VM, one run per "
