@@ -179,6 +179,17 @@ def assert_learns(trainer: Any, quality: Any, module: Any = None) -> Any:
     return result
 
 
+def rescaled(results: Path, out: Path, factor: float) -> Path:
+    """`out`: a copy of the run `results` (a results.json) with every figure times `factor`, so that a comparison
+    with it has a clear verdict whatever the load now."""
+    document = json.loads(results.read_text())
+    for row in document["records"]:
+        for figure in ("mean", "ci_low", "ci_high"):
+            row[figure] *= factor
+    out.write_text(json.dumps(document))
+    return out
+
+
 def learned_fixtures(build: Callable[[], Any], quality: Any) -> tuple[Any, Any]:
     """A module's fixtures `learned` (a trainer taken to `quality`'s target by assert_learns, with converge's result)
     and `trained` (that trainer), for modules whose serving tests share one trained model."""

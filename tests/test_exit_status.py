@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import baseline, system
+from helpers import baseline, rescaled, system
 
 from pytest_mlperf.results.acceptance import EXIT_REJECTED
 
@@ -62,12 +62,8 @@ def test_an_inconclusive_figure_rejects_the_run_unless_it_only_warns(project) ->
 def test_a_case_of_the_earlier_run_that_did_not_run_rejects_the_run(project) -> None:
     project.add_system(toy(fp32=CLEAR, bf16=CLEAR))
     project.run("--system=toy")
-    record = json.loads((project.latest / "results.json").read_text())
-    for row in record["records"]:  # far slower then: whatever the load now, fp32 is no regression
-        for figure in ("mean", "ci_low", "ci_high"):
-            row[figure] /= 1000
-    earlier = project.path / "earlier.json"
-    earlier.write_text(json.dumps(record))
+    # far slower then: whatever the load now, fp32 is no regression and only the missing case can reject
+    earlier = rescaled(project.latest / "results.json", project.path / "earlier.json", 1 / 1000)
     project.add_system(toy(fp32=CLEAR))  # bf16 dropped from the system file
     result = project.run("--system=toy", f"--compare={earlier}")
     result.assert_outcomes(passed=1)
@@ -87,12 +83,7 @@ def test_compare_exits_1_on_a_regression(project, pytester: pytest.Pytester) -> 
     project.add_system(toy())
     project.run("--system=toy")
     a = (project.latest / "results.json").resolve()
-    slower = json.loads(a.read_text())
-    for record in slower["records"]:
-        for figure in ("mean", "ci_low", "ci_high"):
-            record[figure] /= 1000
-    b = project.path / "b.json"
-    b.write_text(json.dumps(slower))
+    b = rescaled(a, project.path / "b.json", 1 / 1000)
     script = shutil.which("pytest-mlperf", path=str(Path(sys.executable).parent))
     assert script is not None
     result = pytester.run(script, "compare", str(a), str(b))
